@@ -1,0 +1,3 @@
+from gru_edge.cli import main
+
+main()

@@ -1,0 +1,263 @@
+"""Command-line interface: each command parses options, calls one library function and renders its result.
+
+Heavy libraries (TensorFlow, Keras, LiteRT) are imported inside the commands, so ``gru-edge --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+
+from gru_edge import __version__
+from gru_edge.errors import GruEdgeError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+def _progress(quiet: bool):
+    return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+
+
+def _emit_json(doc: dict) -> None:
+    click.echo(json.dumps(doc, indent=2, default=str, allow_nan=False))
+
+
+def command(fn):
+    """Shared ``--json`` and ``--quiet`` options; library errors become one-line messages with exit status 1."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr")
+    @functools.wraps(fn)
+    def wrapper(*args, as_json: bool, quiet: bool, **kwargs):
+        try:
+            return fn(*args, as_json=as_json, log=_progress(quiet or as_json), **kwargs)
+        except GruEdgeError as e:
+            if as_json:
+                _emit_json({"ok": False, "error": str(e)})
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def _fmt_err(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.2e}"
+
+
+def _fmt_psnr(x: float) -> str:
+    return "exact" if math.isinf(x) and x > 0 else f"{x:.1f} dB"
+
+
+def _fmt_delta(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.2%}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="gru-edge")
+def cli():
+    """Train a Keras GRU, convert it to builtin-ops TFLite/LiteRT, and verify the two agree.
+
+    Start with: gru-edge quickstart -o quickstart-out
+    """
+
+
+# ---- train ------------------------------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--data", default="airline", show_default=True, help="'airline' (built in) or a CSV file with a header")
+@click.option("--column", help="Target column (default: the dataset's target, or a CSV's last column)")
+@click.option("--features", default="", help="Extra input columns, comma-separated")
+@click.option("--window", type=click.IntRange(min=1), default=12, show_default=True, help="Time steps per input")
+@click.option("--horizon", type=click.IntRange(min=1), default=1, show_default=True, help="Steps predicted at once")
+@click.option("--units", type=click.IntRange(min=1), default=32, show_default=True, help="GRU units per layer")
+@click.option("--layers", type=click.IntRange(min=1, max=8), default=1, show_default=True, help="Stacked GRU layers")
+@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same weights")
+@click.option("--transform", help="none, log, diff, diffN or e.g. 'log,diff12' (default: dataset's; CSV: none)")
+@click.option("--test-size", type=click.IntRange(min=1), help="Values held out at the end (airline: 24; CSV: 20%)")
+@click.option("--season", type=click.IntRange(min=1), help="Season length for the seasonal-naive baseline")
+@click.option("-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder for model.keras and training.json")
+@command
+def train(data, column, features, window, horizon, units, layers, epochs, seed, transform, test_size, season,
+          run_dir, as_json, log):
+    """Train a GRU forecaster and report held-out RMSE beside naive baselines.
+
+    Example:
+
+      gru-edge train --data airline -o runs/airline
+    """
+    from gru_edge.model import TrainConfig, train as train_model
+
+    cfg = TrainConfig(data=data, column=column, features=tuple(f.strip() for f in features.split(",") if f.strip()),
+                      window=window, horizon=horizon, units=units, layers=layers, epochs=epochs, seed=seed,
+                      transform=transform, test_size=test_size, season=season)
+    result = train_model(cfg, run_dir, log=log)
+    if as_json:
+        return _emit_json(result.to_dict())
+    m = result.card["metrics"]
+    click.echo(f"model:     {result.model_path}\ncard:      {result.card_path}")
+    click.echo(f"held-out RMSE ({result.card['split']['heldout_windows']} windows, original units): "
+               f"{m['heldout_rmse']:.3f}")
+    click.echo(f"  naive:          {m['naive_rmse']:.3f}")
+    if "seasonal_naive_rmse" in m:
+        click.echo(f"  seasonal-naive: {m['seasonal_naive_rmse']:.3f}")
+
+
+# ---- recipes / convert ------------------------------------------------------------------------------------------
+
+@cli.command("recipes", context_settings=CONTEXT)
+@command
+def recipes_cmd(as_json, log):
+    """List the shipped conversion recipes.
+
+    Example:
+
+      gru-edge recipes
+    """
+    from gru_edge import recipes
+
+    found = [recipes.load(n) for n in recipes.shipped_names()]
+    if as_json:
+        return _emit_json({"dir": str(recipes.shipped_dir()), "recipes": [r.to_dict() for r in found]})
+    click.echo(_table(["recipe", "quantization", "gpu", "description"],
+                      [[r.name, r.quantization, r.gpu.precision if r.gpu else "-", r.description] for r in found]))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--to", "to", required=True, help="Recipe names or .toml paths, comma-separated (see 'gru-edge recipes')")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for model.RECIPE.tflite and model.RECIPE.json")
+@command
+def convert(model, to, out_dir, as_json, log):
+    """Convert a trained .keras GRU to one .tflite per recipe, builtin ops only.
+
+    Example:
+
+      gru-edge convert runs/airline/model.keras --to float32,int8,android-gpu -o out
+    """
+    from gru_edge.convert import convert as run_convert
+
+    result = run_convert(model, [t.strip() for t in to.split(",") if t.strip()], out_dir, log=log)
+    if as_json:
+        return _emit_json(result.to_dict())
+    click.echo(_table(["recipe", "file", "size", "weights", "ops"],
+                      [[m.recipe, str(m.path), f"{m.size_bytes / 1024:.1f} KiB", f"{m.weight_bytes / 1024:.1f} KiB",
+                        str(sum(m.ops.values()))] for m in result.models]))
+    click.echo(f"converted in {result.seconds:.1f} s")
+
+
+# ---- verify -----------------------------------------------------------------------------------------------------
+
+def _render_report(report, header: str) -> None:
+    click.echo(header)
+    for o in report.outputs:
+        click.echo(f"  {o.name}: max abs error {_fmt_err(o.max_abs_error)}, max rel error "
+                   f"{_fmt_err(o.max_rel_error)}, PSNR {_fmt_psnr(o.psnr_db)} over {report.samples} samples")
+    if report.task:
+        t = report.task
+        click.echo(f"  task {t.metric}: original {t.reference:.4g}, converted {t.converted:.4g} "
+                   f"({_fmt_delta(t.relative_delta)}) on {t.rows} held-out windows")
+    for note in report.notes:
+        click.echo(f"  note: {note}")
+    if report.passed:
+        click.echo("PASS")
+    else:
+        click.echo("FAIL")
+        for failure in report.failures:
+            click.echo(f"  - {failure}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--bundle", "bundle", type=click.Path(file_okay=False, path_type=Path),
+              help="Re-check a parity bundle (no TensorFlow needed) instead of comparing with Keras")
+@click.option("--model", "bundle_model", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --bundle: the .tflite to check (default: the bundle's own copy)")
+@click.option("--recipe", help="Tolerances from this recipe instead of the model's sidecar")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a parity bundle to this folder")
+@command
+def verify(models, bundle, bundle_model, recipe, out_dir, as_json, log):
+    """Check a .tflite gives the original model's outputs; exit 0 pass, 1 fail.
+
+    Examples:
+
+      gru-edge verify runs/airline/model.keras out/model.int8.tflite -o bundle-int8
+
+      gru-edge verify --bundle bundle-int8
+    """
+    if bundle is not None:
+        if models or recipe or out_dir:
+            raise click.UsageError("--bundle takes no MODEL arguments, --recipe or -o; use --model to pick a .tflite.")
+        from gru_edge.parity import check_bundle
+
+        report = check_bundle(bundle, bundle_model)
+        doc, header = {"bundle": str(bundle), **report.to_dict()}, f"bundle {bundle}"
+    else:
+        if len(models) != 2 or bundle_model:
+            raise click.UsageError("Give MODEL.keras and MODEL.tflite (or --bundle DIR [--model X.tflite]).")
+        from gru_edge.verify import verify as run_verify
+
+        result = run_verify(models[0], models[1], out_dir, recipe)
+        report, doc = result.report, result.to_dict()
+        header = f"{models[1]} vs {models[0]} (recipe {result.recipe}; {result.samples.source})"
+        if result.bundle:
+            header += f"\nbundle: {result.bundle}"
+    if as_json:
+        _emit_json(doc)
+    else:
+        _render_report(report, header)
+    sys.exit(0 if report.passed else 1)
+
+
+# ---- quickstart -------------------------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="quickstart-out",
+              show_default=True, help="Folder for the run, the models and the bundles")
+@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@command
+def quickstart(out_dir, epochs, seed, as_json, log):
+    """Train on the airline data, convert to every shipped recipe, verify each.
+
+    Example:
+
+      gru-edge quickstart -o quickstart-out
+    """
+    from gru_edge.model import TrainConfig
+    from gru_edge.quickstart import run
+
+    result = run(out_dir, TrainConfig(epochs=epochs, seed=seed), log=log)
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        m = result.train.card["metrics"]
+        click.echo(f"airline GRU: held-out RMSE {m['heldout_rmse']:.2f} vs seasonal-naive "
+                   f"{m['seasonal_naive_rmse']:.2f} and naive {m['naive_rmse']:.2f} (last 24 months)\n")
+        click.echo(_table(["recipe", "size", "max abs error", "PSNR", "RMSE delta", "parity"],
+                          [[r.recipe, f"{r.size_bytes / 1024:.1f} KiB", _fmt_err(r.max_abs_error),
+                            _fmt_psnr(r.psnr_db), _fmt_delta(r.task_delta), "PASS" if r.passed else "FAIL"]
+                           for r in result.rows]))
+        click.echo(f"\nrun:     {result.train.run_dir}\nmodels:  {out_dir / 'models'}\n"
+                   f"bundles: {out_dir / 'bundles'}\nsummary: {out_dir / 'summary.json'}\n"
+                   f"took {result.seconds:.0f} s")
+    sys.exit(0 if result.passed else 1)
+
+
+def main() -> None:
+    cli(prog_name="gru-edge")

@@ -1,0 +1,173 @@
+"""Recipe + Keras model -> ``model.RECIPE.tflite`` and its sidecar JSON, with TensorFlow kept in a child process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gru_edge import __version__, recipes, runtime, tflite_model
+from gru_edge.errors import ConversionError, ModelError
+from gru_edge.io import atomic_write_bytes, atomic_write_text, sha256_file
+from gru_edge.model import WINDOWS, load_card
+from gru_edge.recipes import Recipe
+
+SIDECAR_FORMAT = "gru-edge-sidecar/1"
+
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    recipe: str
+    path: Path
+    sidecar: Path
+    size_bytes: int
+    weight_bytes: int
+    ops: dict
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.recipe, "path": str(self.path), "sidecar": str(self.sidecar),
+                "size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes, "ops": self.ops,
+                "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    source: Path
+    out_dir: Path
+    models: tuple[ConvertedModel, ...]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"source": str(self.source), "out_dir": str(self.out_dir), "seconds": self.seconds,
+                "models": [m.to_dict() for m in self.models]}
+
+
+def model_file(out_dir: Path, recipe_name: str) -> Path:
+    return Path(out_dir) / f"model.{recipe_name}.tflite"
+
+
+def sidecar_file(tflite_path: Path) -> Path:
+    return Path(tflite_path).with_suffix(".json")
+
+
+def load_sidecar(tflite_path: Path) -> dict | None:
+    path = sidecar_file(tflite_path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{path} is not valid JSON ({e.msg}); convert the model again.") from None
+
+
+def convert(model_path: Path, recipe_names: list[str], out_dir: Path, log=lambda msg: None) -> ConversionResult:
+    """Convert ``model_path`` once per recipe; every output file appears whole or not at all."""
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    # Cheap checks first: paths, recipes, calibration data; TensorFlow starts only after they pass.
+    if not model_path.is_file():
+        raise ModelError(f"Model file not found: {model_path}. Give the model.keras written by 'gru-edge train'.")
+    if model_path.suffix != ".keras":
+        raise ModelError(f"{model_path.name} is not a .keras file; gru-edge converts Keras 3 '.keras' models.")
+    if not recipe_names:
+        raise ConversionError(f"No recipe given. Shipped: {', '.join(recipes.shipped_names())}.")
+    chosen = [recipes.load(name) for name in recipe_names]
+    names = [r.name for r in chosen]
+    if len(set(names)) != len(names):
+        raise ConversionError(f"Recipe names repeat: {', '.join(names)}; give each recipe once.")
+    card = load_card(model_path)
+    windows = model_path.parent / WINDOWS
+    for r in chosen:
+        if r.needs_calibration and (card is None or not windows.is_file()):
+            raise ConversionError(f"Recipe '{r.name}' ({r.quantization}) needs calibration data: the training card "
+                                  f"and {WINDOWS} written by 'gru-edge train' beside {model_path.name}. "
+                                  "Float recipes (float32, float16, dynamic-int8) need none.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConversionError(f"Output path {out_dir} exists and is not a folder.")
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gru-edge-convert-") as scratch:
+        request = Path(scratch) / "request.json"
+        request.write_text(json.dumps({"model": str(model_path.resolve()), "scratch": scratch,
+                                       "windows": str(windows) if windows.is_file() else None,
+                                       "input_range": [card["input_range"]["min"], card["input_range"]["max"]]
+                                       if card else None,
+                                       "recipes": [r.to_dict() for r in chosen]}))
+        log(f"converting {model_path} to {', '.join(names)} (TensorFlow converter in a child process)")
+        proc = subprocess.run([sys.executable, "-m", "gru_edge.convert_worker", str(request)],
+                              capture_output=True, text=True)
+        done = _read_events(proc, {r.name: r for r in chosen})
+        results = [_finish(r, Path(done[r.name]["file"]), done[r.name], model_path, out_dir, card, log)
+                   for r in chosen]
+    return ConversionResult(model_path, out_dir, tuple(results), round(time.perf_counter() - started, 2))
+
+
+def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) -> dict[str, dict]:
+    done, current = {}, None
+    for line in proc.stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        if event["event"] == "error":
+            raise ConversionError(event["message"])
+        if event["event"] == "start":
+            current = event["recipe"]
+        elif event["event"] == "done":
+            done[event["recipe"]] = event
+            current = None
+    if proc.returncode == 0 and len(done) == len(by_name):
+        return done
+    if proc.returncode < 0 or current is not None:
+        how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+               else f"exited with status {proc.returncode}")
+        recipe = by_name.get(current)
+        hint = ("TensorFlow's converter is known to crash on full-integer Keras GRU loops; use unroll = true "
+                "(gru-edge's own lowering) or a float recipe" if recipe and not recipe.unroll
+                else "try a float recipe (float32, float16) and report the model")
+        what = f"recipe '{current}' ({recipe.quantization}, unroll = {str(recipe.unroll).lower()})" if recipe \
+            else "the model"
+        raise ConversionError(f"The TFLite converter crashed: the child process {how} while converting {what}. "
+                              f"{hint}.")
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise ConversionError(f"The conversion process exited with status {proc.returncode}: {tail[:300]}")
+
+
+def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_dir: Path, card: dict | None,
+            log) -> ConvertedModel:
+    """Check the converted bytes (builtin ops only, loads in LiteRT), then write model and sidecar atomically."""
+    payload = produced.read_bytes()
+    info = tflite_model.parse(payload, produced.name)
+    if info.custom_ops:
+        raise ConversionError(f"Recipe '{recipe.name}' produced ops outside the TFLite builtins "
+                              f"({', '.join(info.custom_ops)}); the standard LiteRT runtime cannot run them.")
+    runtime.Runner(payload)  # raises if the standard interpreter refuses the model
+    sig = info.signature()
+    target = model_file(out_dir, recipe.name)
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "tool": f"gru-edge {__version__}",
+        "model_file": target.name,
+        "recipe": recipe.to_dict(),
+        "source_model": {"path": str(model_path.resolve()), "sha256": sha256_file(model_path)},
+        "signature": sig.to_dict(),
+        "gpu": recipe.to_dict()["gpu"],
+        "scaling": card["transform"] if card else None,
+        "task": card["task"] if card else None,
+        "window": card["window"] if card else sig.inputs[0].shape[1],
+        "size_bytes": info.size_bytes,
+        "weight_bytes": info.weight_bytes,
+        "ops": info.op_counts,
+        "op_versions": info.op_versions,
+        "calibration_samples": event["calibration_samples"],
+        "convert_seconds": event["seconds"],
+    }
+    atomic_write_bytes(target, payload)
+    atomic_write_text(sidecar_file(target), json.dumps(sidecar, indent=2) + "\n")
+    log(f"  {recipe.name}: {target} ({info.size_bytes / 1024:.1f} KiB, {sum(info.op_counts.values())} ops)")
+    return ConvertedModel(recipe.name, target, sidecar_file(target), info.size_bytes, info.weight_bytes,
+                          info.op_counts, event["seconds"])

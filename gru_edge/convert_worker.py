@@ -1,0 +1,132 @@
+"""The child process that runs TensorFlow's converter, so a converter crash cannot take the caller down with it.
+
+Protocol: ``python -m gru_edge.convert_worker REQUEST.json``. The request names the model, the recipes and a scratch
+folder. For each recipe the worker prints one JSON line ``{"recipe", "event": "start"}`` before converting, then
+``{"recipe", "event": "done", "file", "seconds", "calibration_samples"}`` or ``{"event": "error", "message"}``.
+A line missing after "start" means the converter killed the process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gru_edge import data, lowering, model as model_mod
+from gru_edge.errors import ConversionError, GruEdgeError
+from gru_edge.io import quiet_tensorflow
+from gru_edge.recipes import Recipe
+
+
+def _emit(**event) -> None:
+    print(json.dumps(event), flush=True)
+
+
+def _converter(tf, keras_model, lowered, recipe: Recipe):
+    """Return a TFLiteConverter for the recipe's graph: gru-edge's lowering, or Keras' own WHILE loop."""
+    b = recipe.batch_size
+    if recipe.unroll:
+        fn = lowering.build_function(lowered, b)
+    else:
+        spec = tf.TensorSpec([b, lowered.time_steps, lowered.features], tf.float32, name=lowered.input_name)
+        fn = tf.function(lambda x: {lowered.output_name: keras_model(x)}, input_signature=[spec])
+    holder = tf.Module()
+    holder.fn = fn
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], holder)
+
+
+def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[float, float] | None,
+                 seed: int = 0) -> np.ndarray:
+    """Shuffled training windows plus the edge cases of the training range (so saturating inputs do not clip)."""
+    if windows is None or len(windows) == 0:
+        raise ConversionError(f"Recipe '{recipe.name}' ({recipe.quantization}) needs calibration data: the training "
+                              "windows (windows.npz beside the model, written by 'gru-edge train').")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(windows))
+    n = min(recipe.calibration_size, len(windows))
+    picked = windows[order[:n]]
+    if input_range is None:
+        return picked
+    _, t, f = windows.shape
+    return np.concatenate([picked, data.edge_cases(t, f, *input_range)])
+
+
+def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | None,
+                input_range: tuple[float, float] | None = None) -> tuple[bytes, int]:
+    conv = _converter(tf, keras_model, lowered, recipe)
+    # Builtin ops only: SELECT_TF_OPS (Flex) is never enabled, whatever the recipe says.
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    n_cal = 0
+    q = recipe.quantization
+    if q != "float32":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if q == "float16":
+        conv.target_spec.supported_types = [tf.float16]
+    if recipe.needs_calibration:
+        cal = _calibration(recipe, train_x, input_range)
+        n_cal = len(cal)
+        b = recipe.batch_size
+
+        def representative():
+            for i in range(0, len(cal), b):
+                chunk = cal[i: i + b]
+                if len(chunk) < b:  # pad the last batch by repeating windows: shapes are static
+                    chunk = np.concatenate([chunk, cal[: b - len(chunk)]])
+                yield [chunk.astype(np.float32)]
+
+        conv.representative_dataset = representative
+        conv.inference_input_type = tf.float32
+        conv.inference_output_type = tf.float32
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if q == "int8" else
+                                          tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    try:
+        return conv.convert(), n_cal
+    except Exception as e:
+        text = str(e)
+        flex = sorted(set(re.findall(r"\btf\.([A-Za-z0-9_]+)", text)))
+        if flex:
+            raise ConversionError(f"Recipe '{recipe.name}': the graph needs TensorFlow ops that are not TFLite "
+                                  f"builtins ({', '.join(flex)}); gru-edge never enables Flex (SELECT_TF_OPS). "
+                                  "Use a recipe with unroll = true.") from None
+        first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.strip()[:300])
+        raise ConversionError(f"Recipe '{recipe.name}': the TFLite converter failed: {first[:300]}") from None
+
+
+def main(request_path: str) -> int:
+    req = json.loads(Path(request_path).read_text())
+    out_dir = Path(req["scratch"])
+    try:
+        with quiet_tensorflow():
+            import tensorflow as tf
+        keras_model = model_mod.load_model(Path(req["model"]))
+        lowered = lowering.read_model(keras_model)
+        train_x = None
+        input_range = tuple(req["input_range"]) if req.get("input_range") else None
+        if req.get("windows"):
+            with np.load(req["windows"]) as z:
+                train_x = z["train_x"]
+    except GruEdgeError as e:
+        _emit(event="error", message=str(e))
+        return 3
+    for raw in req["recipes"]:
+        recipe = Recipe.from_dict(raw)
+        _emit(recipe=recipe.name, event="start")
+        started = time.perf_counter()
+        try:
+            payload, n_cal = convert_one(tf, keras_model, lowered, recipe, train_x, input_range)
+        except GruEdgeError as e:
+            _emit(recipe=recipe.name, event="error", message=str(e))
+            return 3
+        path = out_dir / f"{recipe.name}.tflite"
+        path.write_bytes(payload)
+        _emit(recipe=recipe.name, event="done", file=str(path), seconds=round(time.perf_counter() - started, 3),
+              calibration_samples=n_cal)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,234 @@
+"""Series loading, transforms fitted on the training part, chronological windowing, baselines. No TensorFlow."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gru_edge.errors import DataError
+
+AIRLINE = "airline"
+# What gru-edge does with the built-in series unless told otherwise (see gru_edge/datasets/README.md).
+BUILTIN_DEFAULTS = {AIRLINE: {"column": "passengers", "transform": "log,diff12", "test_size": 24, "season": 12}}
+CSV_DEFAULTS = {"transform": "none", "test_fraction": 0.2, "season": None}
+
+
+@dataclass(frozen=True)
+class Series:
+    """A target column (and optional feature columns) read from the built-in data or a CSV file."""
+
+    source: str
+    sha256: str
+    column: str
+    values: np.ndarray  # [n] float64
+    feature_names: tuple[str, ...] = ()
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # [n, k] float64
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _airline_bytes() -> bytes:
+    return (Path(__file__).resolve().parent / "datasets" / "airline-passengers.csv").read_bytes()
+
+
+def load_series(data: str | Path, column: str | None = None, features: tuple[str, ...] = ()) -> Series:
+    """Return the series named by ``data``: ``airline`` (built in) or a CSV path with a header row."""
+    if str(data) == AIRLINE:
+        raw, source = _airline_bytes(), "builtin:airline (Box & Jenkins Series G, 1949-1960)"
+        column = column or BUILTIN_DEFAULTS[AIRLINE]["column"]
+    else:
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"Data file not found: {path}. Give a CSV file with a header row, or 'airline'.")
+        raw, source = path.read_bytes(), str(path.resolve())
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{source} is not a UTF-8 text CSV file.") from None
+    rows = list(csv.reader(text.splitlines()))
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if len(rows) < 2:
+        raise DataError(f"{source} has no data rows: a CSV needs a header row and one row per time step.")
+    header = [h.strip() for h in rows[0]]
+    column = column or header[-1]
+    wanted = (column, *features)
+    for name in wanted:
+        if name not in header:
+            raise DataError(f"Column '{name}' not in {Path(source).name}. Columns: {', '.join(header)}.")
+    if len(set(wanted)) != len(wanted):
+        raise DataError(f"Columns must be distinct; got target '{column}' and features {', '.join(features)}.")
+    table = np.empty((len(rows) - 1, len(wanted)))
+    for i, row in enumerate(rows[1:], start=2):
+        for j, name in enumerate(wanted):
+            cell = row[header.index(name)].strip() if header.index(name) < len(row) else ""
+            try:
+                value = float(cell)
+            except ValueError:
+                raise DataError(f"Line {i}, column '{name}': '{cell}' is not a number; the target and feature "
+                                "columns must hold numbers only.") from None
+            if not math.isfinite(value):
+                raise DataError(f"Line {i}, column '{name}': '{cell}' is not a finite number (NaN and inf are not "
+                                "allowed); fill or drop missing values first.")
+            table[i - 2, j] = value
+    return Series(source=source, sha256=hashlib.sha256(raw).hexdigest(), column=column, values=table[:, 0],
+                  feature_names=tuple(features), features=table[:, 1:])
+
+
+def parse_transform(text: str) -> tuple[bool, int]:
+    """Return (log, diff_lag) from a spec such as ``none``, ``log``, ``diff``, ``diff12`` or ``log,diff12``."""
+    log, lag = False, 0
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        if part == "none":
+            continue
+        if part == "log":
+            log = True
+        elif part.startswith("diff") and (part == "diff" or part[4:].isdigit()) and part != "diff0":
+            lag = int(part[4:] or 1)
+        else:
+            raise DataError(f"Unknown transform step '{part}'. Allowed: none, log, diff (lag 1), diffN (lag N), "
+                            "comma-separated, e.g. 'log,diff12'.")
+    return log, lag
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Target transform (log, lagged difference) and standard scaling, fitted on the training part only."""
+
+    log: bool
+    diff: int
+    mean: float
+    std: float
+    feature_mean: tuple[float, ...] = ()
+    feature_std: tuple[float, ...] = ()
+
+    @property
+    def spec(self) -> str:
+        parts = (["log"] if self.log else []) + ([f"diff{self.diff}"] if self.diff else [])
+        return ",".join(parts) or "none"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"spec": self.spec}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Transform":
+        return cls(log=d["log"], diff=d["diff"], mean=d["mean"], std=d["std"],
+                   feature_mean=tuple(d.get("feature_mean", ())), feature_std=tuple(d.get("feature_std", ())))
+
+    def level(self, values: np.ndarray) -> np.ndarray:
+        return np.log(values) if self.log else np.asarray(values, dtype=float)
+
+    def model_inputs(self, series: Series) -> np.ndarray:
+        """Return the scaled model-input table [n, 1 + k]; the first ``diff`` rows are NaN (no lagged value)."""
+        lv = self.level(series.values)
+        z = np.full(len(lv), np.nan)
+        z[self.diff:] = lv[self.diff:] - lv[: len(lv) - self.diff] if self.diff else lv
+        cols = [(z - self.mean) / self.std]
+        if series.features.size:
+            cols += list(((series.features - self.feature_mean) / self.feature_std).T)
+        return np.stack(cols, axis=1)
+
+    def to_original(self, scaled: np.ndarray, series: Series, first_target: np.ndarray) -> np.ndarray:
+        """Map scaled predictions [N, h] for targets starting at ``first_target`` [N] back to original units."""
+        z = np.asarray(scaled, dtype=float) * self.std + self.mean
+        lv = self.level(series.values)
+        out = np.empty_like(z)
+        for i, t in enumerate(first_target):
+            for k in range(z.shape[1]):
+                if not self.diff:
+                    out[i, k] = z[i, k]
+                    continue
+                src = t + k - self.diff  # the level this difference is taken from: known data or an earlier step
+                base = lv[src] if src < t else out[i, src - t]
+                out[i, k] = base + z[i, k]
+        return np.exp(out) if self.log else out
+
+
+def fit_transform(series: Series, n_train: int, spec: str) -> Transform:
+    """Fit the transform on the first ``n_train`` values only, so the held-out tail never shapes the scaling."""
+    log, lag = parse_transform(spec)
+    if log and np.any(series.values <= 0):
+        raise DataError(f"Transform 'log' needs positive values; column '{series.column}' has values <= 0. "
+                        "Use --transform none or diff.")
+    lv = np.log(series.values[:n_train]) if log else series.values[:n_train]
+    z = lv[lag:] - lv[:-lag] if lag else lv
+    if len(z) < 2:
+        raise DataError(f"Too few training values ({n_train}) for transform '{spec}'.")
+    feats = series.features[:n_train]
+    return Transform(log=log, diff=lag, mean=float(z.mean()), std=float(z.std() or 1.0),
+                     feature_mean=tuple(float(v) for v in feats.mean(axis=0)) if feats.size else (),
+                     feature_std=tuple(float(v or 1.0) for v in feats.std(axis=0)) if feats.size else ())
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Chronologically split windows: x [N, window, F] float32, y [N, horizon] float32 (scaled)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_first_target: np.ndarray  # [N_test] index in the series of each window's first target
+
+
+def make_windows(series: Series, transform: Transform, window: int, horizon: int, test_size: int) -> Windows:
+    """Cut windows; a window is held out when its first target lies in the last ``test_size`` values."""
+    n = len(series)
+    n_train = n - test_size
+    table = transform.model_inputs(series).astype(np.float32)
+    first = transform.diff  # earliest index with a defined transformed value
+    xs, ys, starts = [], [], []
+    for t in range(first + window, n - horizon + 1):
+        xs.append(table[t - window: t])
+        ys.append(table[t: t + horizon, 0])
+        starts.append(t)
+    starts = np.array(starts, dtype=np.int64)
+    x = np.array(xs, dtype=np.float32).reshape(-1, window, table.shape[1])
+    y = np.array(ys, dtype=np.float32).reshape(-1, horizon)
+    train = starts + horizon <= n_train
+    test = starts >= n_train
+    if train.sum() < 2 or test.sum() < 1:
+        raise DataError(
+            f"Too few rows: {n} values give {int(train.sum())} training and {int(test.sum())} held-out windows "
+            f"for window {window}, horizon {horizon}, {test_size} held out and transform '{transform.spec}'. "
+            f"Need at least {first + window + horizon + test_size + 1} rows, or a smaller --window/--test-size.")
+    return Windows(x[train], y[train], x[test], y[test], starts[test])
+
+
+EDGE_CASES = ("all_zero", "train_min", "train_max", "step_min_to_max")
+
+
+def edge_cases(time_steps: int, features: int, lo: float, hi: float) -> np.ndarray:
+    """Return the four edge-case sequences [4, T, F], in EDGE_CASES order, for a scaled input range [lo, hi]."""
+    shape = (time_steps, features)
+    step = np.full(shape, lo, np.float32)
+    step[time_steps // 2:] = hi
+    return np.stack([np.zeros(shape, np.float32), np.full(shape, lo, np.float32), np.full(shape, hi, np.float32),
+                     step])
+
+
+def naive_forecast(series: Series, first_target: np.ndarray, horizon: int) -> np.ndarray:
+    """Last observed value, repeated for every step ahead."""
+    return np.repeat(series.values[first_target - 1][:, None], horizon, axis=1)
+
+
+def seasonal_naive_forecast(series: Series, first_target: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """The value one (or more) seasons before each target, using observed values only."""
+    out = np.empty((len(first_target), horizon))
+    for i, t in enumerate(first_target):
+        for k in range(horizon):
+            out[i, k] = series.values[t + k - season * math.ceil((k + 1) / season)]
+    return out
+
+
+def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, float) - np.asarray(truth, float)) ** 2)))
+
+
+def truth(series: Series, first_target: np.ndarray, horizon: int) -> np.ndarray:
+    return np.stack([series.values[first_target + k] for k in range(horizon)], axis=1)

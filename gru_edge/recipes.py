@@ -1,0 +1,156 @@
+"""Conversion recipes: TOML files in ``converters/`` validated into frozen dataclasses. No TensorFlow."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gru_edge.errors import RecipeError
+
+QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8", "int16x8")
+CALIBRATED = ("int8", "int16x8")
+GPU_PRECISIONS = ("fp16", "fp32")
+GPU_FALLBACKS = ("cpu", "none")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Parity limits. ``atol`` is relative to the output's peak magnitude; see docs/parity-bundle.md."""
+
+    atol: float
+    rtol: float
+    min_psnr_db: float
+    max_task_metric_delta: float
+
+
+@dataclass(frozen=True)
+class GpuSettings:
+    precision: str
+    fallback: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    quantization: str
+    unroll: bool
+    batch_size: int
+    calibration_size: int
+    verify: Tolerances
+    gpu: GpuSettings | None
+    source: str
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.quantization in CALIBRATED
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        return cls(**(d | {"verify": Tolerances(**d["verify"]),
+                           "gpu": GpuSettings(**d["gpu"]) if d.get("gpu") else None}))
+
+
+# section -> key -> (type, default); a default of ... means required.
+_SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
+    "": {"description": (str, ...)},
+    "convert": {"quantization": (str, ...), "unroll": (bool, True), "batch_size": (int, 1),
+                "calibration_size": (int, 200)},
+    "gpu": {"precision": (str, "fp16"), "fallback": (str, "cpu")},
+    "verify": {"atol": (float, ...), "rtol": (float, ...), "min_psnr_db": (float, ...),
+               "max_task_metric_delta": (float, ...)},
+}
+
+
+def shipped_dir() -> Path:
+    """Return the folder of shipped recipes: inside the installed package, else the source tree's converters/."""
+    package = Path(__file__).resolve().parent
+    installed = package / "converters"  # the wheel maps converters/ to gru_edge/converters
+    return installed if installed.is_dir() else package.parent / "converters"
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in shipped_dir().glob("*.toml"))
+
+
+def load(name_or_path: str) -> Recipe:
+    """Return the recipe named ``name_or_path`` (a shipped name) or read from that ``.toml`` path."""
+    if name_or_path.endswith(".toml"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise RecipeError(f"Recipe file not found: {path}.")
+    else:
+        path = shipped_dir() / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise RecipeError(f"Unknown recipe '{name_or_path}'. Shipped: {', '.join(shipped_names())}; "
+                              "or give a path to your own .toml file.")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path.name} is not valid TOML: {e}") from None
+    return parse(raw, name=path.stem, source=str(path))
+
+
+def _check_section(raw: dict, section: str, where: str) -> dict:
+    schema = _SCHEMA[section]
+    values = {}
+    for key, value in raw.items():
+        if section == "" and key in _SCHEMA and isinstance(value, dict):
+            continue
+        if key not in schema:
+            allowed = list(schema) + ([f"[{s}]" for s in _SCHEMA if s] if section == "" else [])
+            raise RecipeError(f"{where}: unknown key '{key}'{f' in [{section}]' if section else ''}. "
+                              f"Allowed: {', '.join(allowed)}.")
+        kind = schema[key][0]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise RecipeError(f"{where}: '{key}' must be {kind.__name__}, got {type(value).__name__} {value!r}.")
+        values[key] = value
+    for key, (_, default) in schema.items():
+        if key not in values:
+            if default is ...:
+                raise RecipeError(f"{where}: missing required key '{key}'"
+                                  f"{f' in [{section}]' if section else ''}.")
+            values[key] = default
+    return values
+
+
+def _choice(where: str, key: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise RecipeError(f"{where}: unknown {key} '{value}'. Supported: {', '.join(allowed)}.")
+    return value
+
+
+def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
+    """Validate a parsed TOML table into a Recipe; every error names the key and what is allowed."""
+    where = f"recipe '{name}'"
+    top = _check_section(raw, "", where)
+    for section in ("convert", "verify"):
+        if not isinstance(raw.get(section), dict):
+            raise RecipeError(f"{where}: missing section [{section}].")
+    conv = _check_section(raw["convert"], "convert", where)
+    ver = _check_section(raw["verify"], "verify", where)
+    _choice(where, "quantization", conv["quantization"], QUANTIZATIONS)
+    if conv["batch_size"] < 1:
+        raise RecipeError(f"{where}: batch_size must be at least 1, got {conv['batch_size']}.")
+    if conv["calibration_size"] < 1:
+        raise RecipeError(f"{where}: calibration_size must be at least 1, got {conv['calibration_size']}.")
+    for key, value in ver.items():
+        if value < 0:
+            raise RecipeError(f"{where}: [verify] {key} must be >= 0, got {value}.")
+    gpu = None
+    if "gpu" in raw:
+        g = _check_section(raw["gpu"], "gpu", where)
+        gpu = GpuSettings(_choice(where, "gpu precision", g["precision"], GPU_PRECISIONS),
+                          _choice(where, "gpu fallback", g["fallback"], GPU_FALLBACKS))
+        if not conv["unroll"] or conv["batch_size"] != 1:
+            raise RecipeError(f"{where}: a [gpu] recipe needs unroll = true and batch_size = 1 (GPU delegates "
+                              "refuse WHILE loops and dynamic batches).")
+    return Recipe(name=name, description=top["description"], quantization=conv["quantization"],
+                  unroll=conv["unroll"], batch_size=conv["batch_size"], calibration_size=conv["calibration_size"],
+                  verify=Tolerances(**ver), gpu=gpu, source=source)

@@ -1,0 +1,79 @@
+"""Run a ``.tflite`` with ai-edge-litert's standard interpreter, batch by batch. No TensorFlow."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from gru_edge.errors import ParityError
+
+
+@contextlib.contextmanager
+def _quiet_native():
+    """Silence the interpreter's one-line 'Created TensorFlow Lite XNNPACK delegate' notice on fd 2."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class Runner:
+    """A loaded model's signature runner; ``run`` takes [N, T, F] and pads the last batch to the fixed batch size."""
+
+    def __init__(self, model: bytes | Path, signature: str | None = None, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        name = Path(model).name if isinstance(model, Path) else "model"
+        content = Path(model).read_bytes() if isinstance(model, Path) else model
+        try:
+            with _quiet_native(), contextlib.redirect_stderr(io.StringIO()):
+                self._interp = Interpreter(model_content=content, num_threads=threads)
+                self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ParityError(f"LiteRT's standard interpreter cannot load {name}: {str(e).strip()[:300]}") from None
+        sigs = self._interp.get_signature_list()
+        if not sigs:
+            raise ParityError(f"{name} has no signatures; convert it with gru-edge convert.")
+        self.signature = signature or next(iter(sigs))
+        if self.signature not in sigs:
+            raise ParityError(f"{name} has no signature '{self.signature}'; it has {', '.join(sigs)}.")
+        self._run = self._interp.get_signature_runner(self.signature)
+        inputs = self._run.get_input_details()
+        if len(inputs) != 1:
+            raise ParityError(f"{name} signature '{self.signature}' has {len(inputs)} inputs; expected one sequence.")
+        self.input_name, detail = next(iter(inputs.items()))
+        self.input_shape = tuple(int(d) for d in detail["shape"])
+        self.output_names = list(self._run.get_output_details())
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_shape[0]
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != self.input_shape[1:]:
+            raise ParityError(f"Input shape {tuple(x.shape)} does not match the model's input "
+                              f"{self.input_name} {('N',) + self.input_shape[1:]}.")
+        b = self.batch_size
+        outs: dict[str, list[np.ndarray]] = {k: [] for k in self.output_names}
+        for i in range(0, len(x), b):
+            chunk = x[i: i + b]
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), np.float32)])
+            result = self._run(**{self.input_name: chunk})
+            for k in self.output_names:
+                outs[k].append(np.asarray(result[k])[:n])
+        return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in outs.items()}
