@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gru_edge import __version__, recipes, runtime, tflite_model
-from gru_edge.errors import ConversionError, ModelError
+from gru_edge import __version__, errors, recipes, runtime, tflite_model
+from gru_edge.errors import ConversionError, GruEdgeError, ModelError
 from gru_edge.io import atomic_write_bytes, atomic_write_text, sha256_file
 from gru_edge.model import WINDOWS, load_card
 from gru_edge.recipes import Recipe
@@ -114,7 +114,9 @@ def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) 
             continue
         event = json.loads(line)
         if event["event"] == "error":
-            raise ConversionError(event["message"])
+            kind = getattr(errors, event.get("kind", ""), None)
+            raise (kind if isinstance(kind, type) and issubclass(kind, GruEdgeError) else ConversionError)(
+                event["message"])
         if event["event"] == "start":
             current = event["recipe"]
         elif event["event"] == "done":

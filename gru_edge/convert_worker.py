@@ -2,7 +2,8 @@
 
 Protocol: ``python -m gru_edge.convert_worker REQUEST.json``. The request names the model, the recipes and a scratch
 folder. For each recipe the worker prints one JSON line ``{"recipe", "event": "start"}`` before converting, then
-``{"recipe", "event": "done", "file", "seconds", "calibration_samples"}`` or ``{"event": "error", "message"}``.
+``{"recipe", "event": "done", "file", "seconds", "calibration_samples"}`` or ``{"event": "error", "kind",
+"message"}`` (kind: the gru_edge.errors class).
 A line missing after "start" means the converter killed the process.
 """
 
@@ -29,13 +30,16 @@ def _emit(**event) -> None:
 def _converter(tf, keras_model, lowered, recipe: Recipe):
     """Return a TFLiteConverter for the recipe's graph: gru-edge's lowering, or Keras' own WHILE loop."""
     b = recipe.batch_size
-    if recipe.unroll:
-        fn = lowering.build_function(lowered, b)
-    else:
-        spec = tf.TensorSpec([b, lowered.time_steps, lowered.features], tf.float32, name=lowered.input_name)
-        fn = tf.function(lambda x: {lowered.output_name: keras_model(x)}, input_signature=[spec])
+    if not recipe.unroll:
+        import keras
+
+        # TensorFlow's plain path (a WHILE loop), kept for comparison; with a fixed batch like the lowering.
+        inputs = keras.Input((lowered.time_steps, lowered.features), batch_size=b, name=lowered.input_name)
+        fixed = keras.Model(inputs, {lowered.output_name: keras_model(inputs)})
+        return tf.lite.TFLiteConverter.from_keras_model(fixed)
+    fn = lowering.build_function(lowered, b)
     holder = tf.Module()
-    holder.fn = fn
+    holder.fn = fn  # the converter writes the signature of a function tracked by this object
     return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], holder)
 
 
@@ -110,7 +114,7 @@ def main(request_path: str) -> int:
             with np.load(req["windows"]) as z:
                 train_x = z["train_x"]
     except GruEdgeError as e:
-        _emit(event="error", message=str(e))
+        _emit(event="error", kind=type(e).__name__, message=str(e))
         return 3
     for raw in req["recipes"]:
         recipe = Recipe.from_dict(raw)
@@ -119,7 +123,7 @@ def main(request_path: str) -> int:
         try:
             payload, n_cal = convert_one(tf, keras_model, lowered, recipe, train_x, input_range)
         except GruEdgeError as e:
-            _emit(recipe=recipe.name, event="error", message=str(e))
+            _emit(recipe=recipe.name, event="error", kind=type(e).__name__, message=str(e))
             return 3
         path = out_dir / f"{recipe.name}.tflite"
         path.write_bytes(payload)

@@ -120,6 +120,12 @@ def _check_section(raw: dict, section: str, where: str) -> dict:
     return values
 
 
+def _section(raw: dict, section: str, where: str) -> dict:
+    if not isinstance(raw.get(section), dict):
+        raise RecipeError(f"{where}: missing section [{section}].")
+    return raw[section]
+
+
 def _choice(where: str, key: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise RecipeError(f"{where}: unknown {key} '{value}'. Supported: {', '.join(allowed)}.")
@@ -130,11 +136,7 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
     """Validate a parsed TOML table into a Recipe; every error names the key and what is allowed."""
     where = f"recipe '{name}'"
     top = _check_section(raw, "", where)
-    for section in ("convert", "verify"):
-        if not isinstance(raw.get(section), dict):
-            raise RecipeError(f"{where}: missing section [{section}].")
-    conv = _check_section(raw["convert"], "convert", where)
-    ver = _check_section(raw["verify"], "verify", where)
+    conv, ver = (_check_section(_section(raw, s, where), s, where) for s in ("convert", "verify"))
     _choice(where, "quantization", conv["quantization"], QUANTIZATIONS)
     if conv["batch_size"] < 1:
         raise RecipeError(f"{where}: batch_size must be at least 1, got {conv['batch_size']}.")

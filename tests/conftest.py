@@ -1,0 +1,66 @@
+"""Shared fixtures: the two reference models of the issues, trained for real on tiny data and converted once.
+
+R1 = GRU(32), T=12, F=1 -> 1 (airline data). R2 = GRU(64, return_sequences) -> GRU(64) -> Dense(3), T=24, F=4
+(a generated CSV with a target and three feature columns).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def write_synthetic_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    a, b, c = np.sin(t / 7), np.cos(t / 11), rng.normal(size=rows) * 0.3
+    y = np.sin(t / 5) + 0.5 * a + 0.2 * np.roll(c, 2) + 0.01 * t
+    lines = ["step,y,a,b,c"] + [f"{i},{y[i]:.5f},{a[i]:.5f},{b[i]:.5f},{c[i]:.5f}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_csv(tmp_path_factory) -> Path:
+    return write_synthetic_csv(tmp_path_factory.mktemp("data") / "synthetic.csv")
+
+
+@pytest.fixture(scope="session")
+def r1_run(tmp_path_factory) -> Path:
+    from gru_edge.model import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("r1") / "run"
+    train(TrainConfig(units=32, window=12, epochs=5), run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def r2_run(tmp_path_factory, synthetic_csv) -> Path:
+    from gru_edge.model import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("r2") / "run"
+    train(TrainConfig(data=str(synthetic_csv), column="y", features=("a", "b", "c"), window=24, horizon=3,
+                      units=64, layers=2, epochs=2), run)
+    return run
+
+
+def _convert_all(run: Path, out: Path):
+    from gru_edge.convert import convert
+    from gru_edge.recipes import shipped_names
+
+    return convert(run / "model.keras", shipped_names(), out)
+
+
+@pytest.fixture(scope="session")
+def r1_converted(r1_run, tmp_path_factory):
+    return _convert_all(r1_run, tmp_path_factory.mktemp("r1-out"))
+
+
+@pytest.fixture(scope="session")
+def r2_converted(r2_run, tmp_path_factory):
+    return _convert_all(r2_run, tmp_path_factory.mktemp("r2-out"))

@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+
+from gru_edge import convert, recipes, tflite_model
+from gru_edge.errors import ConversionError, ModelError
+from gru_edge.runtime import Runner
+
+# FULLY_CONNECTED, elementwise math, SPLIT/RESHAPE/PACK, and the (de)quantize ops of the quantized recipes.
+LOWERED_OPS = {"FULLY_CONNECTED", "ADD", "SUB", "MUL", "LOGISTIC", "TANH", "SPLIT", "RESHAPE", "PACK", "DEQUANTIZE",
+               "QUANTIZE"}
+
+
+@pytest.mark.parametrize("which", ["r1", "r2"])
+def test_every_recipe_gives_a_builtin_ops_model_the_standard_runtime_runs(which, request):
+    result = request.getfixturevalue(f"{which}_converted")
+    assert {m.recipe for m in result.models} == set(recipes.shipped_names())
+    t, f, o = (12, 1, 1) if which == "r1" else (24, 4, 3)
+    for m in result.models:
+        payload = m.path.read_bytes()
+        assert b"Flex" not in payload
+        info = tflite_model.parse(payload, m.path.name)
+        assert info.custom_ops == [] and set(info.op_counts) <= LOWERED_OPS, (m.recipe, info.op_counts)
+        assert "WHILE" not in info.op_counts
+        runner = Runner(m.path)
+        out = runner.run(np.zeros((3, t, f), np.float32))
+        (name, value), = out.items()
+        assert value.shape == (3, o) and np.isfinite(value).all()
+        side = json.loads(m.sidecar.read_text())
+        assert side["recipe"]["name"] == m.recipe and side["size_bytes"] == len(payload)
+        assert side["signature"]["inputs"][0]["shape"] == [1, t, f]
+        assert side["signature"]["outputs"][0]["name"] == name
+        assert side["scaling"]["spec"] and side["ops"] == info.op_counts
+        if m.recipe in ("int8", "int16x8"):
+            assert side["calibration_samples"] > 4
+        if m.recipe == "android-gpu":
+            assert side["gpu"] == {"precision": "fp16", "fallback": "cpu"}
+
+
+def test_int8_is_really_integer(r2_converted):
+    m = next(m for m in r2_converted.models if m.recipe == "int8")
+    info = tflite_model.parse(m.path.read_bytes())
+    fc = [op for op in info.ops if op.name == "FULLY_CONNECTED"]
+    assert fc and info.op_counts.get("QUANTIZE") and info.op_counts.get("DEQUANTIZE")
+
+
+def _loop_recipe(tmp_path, quantization):
+    p = tmp_path / f"loop-{quantization}.toml"
+    p.write_text(f"""description = "TensorFlow's own GRU loop"
+[convert]
+quantization = "{quantization}"
+unroll = false
+[verify]
+atol = 1e-5
+rtol = 1e-5
+min_psnr_db = 90
+max_task_metric_delta = 0.01
+""")
+    return str(p)
+
+
+def test_stock_loop_float_converts_to_a_while_model(r1_run, tmp_path):
+    result = convert.convert(r1_run / "model.keras", [_loop_recipe(tmp_path, "float32")], tmp_path / "out")
+    assert "WHILE" in result.models[0].ops
+
+
+def test_converter_crash_is_a_clear_error_and_leaves_no_file(r1_run, tmp_path):
+    """TF's converter segfaults on full-integer Keras GRU loops: the child dies, the caller reports it."""
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError, match=r"The TFLite converter crashed: the child process was killed by "
+                                              r"SIGSEGV while converting recipe 'loop-int8' \(int8, unroll = false\)"
+                                              r".*use unroll = true"):
+        convert.convert(r1_run / "model.keras", ["float32", _loop_recipe(tmp_path, "int8")], out)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_int8_without_training_data_fails_before_converting(r1_run, tmp_path):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "model.keras").write_bytes((r1_run / "model.keras").read_bytes())
+    with pytest.raises(ConversionError, match=r"Recipe 'int8' \(int8\) needs calibration data"):
+        convert.convert(lone / "model.keras", ["float16", "int8"], tmp_path / "out")
+    result = convert.convert(lone / "model.keras", ["float16"], tmp_path / "out")
+    assert result.models[0].path.is_file() and json.loads(result.models[0].sidecar.read_text())["scaling"] is None
+
+
+def test_missing_and_wrong_model_files(tmp_path):
+    with pytest.raises(ModelError, match="Model file not found"):
+        convert.convert(tmp_path / "none.keras", ["float32"], tmp_path)
+    (tmp_path / "m.h5").write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"m.h5 is not a .keras file"):
+        convert.convert(tmp_path / "m.h5", ["float32"], tmp_path)
+
+
+def test_not_a_gru_model(tmp_path):
+    from gru_edge.io import quiet_tensorflow
+
+    with quiet_tensorflow():
+        import keras
+    inputs = keras.Input((8, 2))
+    m = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten(name="flatten")(inputs)))
+    m.save(tmp_path / "dense.keras")
+    with pytest.raises(ModelError, match=r"dense.keras is not a GRU model gru-edge supports: unsupported layer\(s\) "
+                                         r"flatten \(Flatten\)"):
+        convert.convert(tmp_path / "dense.keras", ["float32"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_repeated_recipe(r1_run, tmp_path):
+    with pytest.raises(ConversionError, match="Recipe names repeat"):
+        convert.convert(r1_run / "model.keras", ["float32", "float32"], tmp_path)

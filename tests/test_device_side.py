@@ -1,0 +1,45 @@
+"""The device side: a fresh venv with only the base install (click, numpy, ai-edge-litert) re-checks bundles."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gru_edge.verify import verify
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def device_venv(tmp_path_factory) -> Path:
+    venv = tmp_path_factory.mktemp("device") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    return venv
+
+
+def _env():
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def test_bundle_passes_without_tensorflow(device_venv, r2_run, r2_converted, tmp_path):
+    by = {m.recipe: m for m in r2_converted.models}
+    bundle = verify(r2_run / "model.keras", by["int8"].path, tmp_path / "bundle").bundle
+    py = str(device_venv / "bin" / "python")
+    probe = subprocess.run([py, "-c", "import importlib.util as u; print(u.find_spec('tensorflow'), "
+                            "u.find_spec('keras'))"], capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert probe.stdout.strip() == "None None"
+    exe = str(device_venv / "bin" / "gru-edge")
+    ok = subprocess.run([exe, "verify", "--bundle", str(bundle)], capture_output=True, text=True, env=_env(),
+                        cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.rstrip().endswith("PASS") and "task rmse" in ok.stdout
+    # The same bundle against another model: a FAIL with exit 1, and the failures listed.
+    bad = subprocess.run([exe, "verify", "--bundle", str(bundle), "--model", str(by["float32"].path)],
+                         capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert bad.returncode in (0, 1) and "differs from the model the bundle was made with" in bad.stdout
+    inspect = subprocess.run([exe, "recipes"], capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert inspect.returncode == 0 and "android-gpu" in inspect.stdout  # recipes ship inside the wheel

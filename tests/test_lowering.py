@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from gru_edge import lowering
+from gru_edge.errors import ModelError
+from gru_edge.io import quiet_tensorflow
+
+with quiet_tensorflow():
+    import keras
+
+
+def _model(layers, t=12, f=1):
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((t, f), name="seq")
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+def _max_error(model, batch=2):
+    lw = lowering.read_model(model)
+    fn = lowering.build_function(lw, batch)
+    _, t, f = model.inputs[0].shape
+    x = np.random.default_rng(0).standard_normal((batch, t, f)).astype(np.float32)
+    out = fn(x)[lw.output_name].numpy()
+    return float(np.abs(out - np.asarray(model(x))).max())
+
+
+def test_r1_and_r2_equal_keras():
+    r1 = _model([keras.layers.GRU(32), keras.layers.Dense(1)])
+    r2 = _model([keras.layers.GRU(64, return_sequences=True), keras.layers.GRU(64), keras.layers.Dense(3)], 24, 4)
+    assert _max_error(r1) <= 1e-5
+    assert _max_error(r2) <= 1e-5
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("go_backwards", [True, False])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_gru_options_equal_keras(reset_after, go_backwards, use_bias):
+    m = _model([keras.layers.GRU(8, return_sequences=True, reset_after=reset_after, go_backwards=go_backwards,
+                                 use_bias=use_bias),
+                keras.layers.GRU(5, reset_after=reset_after, use_bias=use_bias),
+                keras.layers.Dense(2, activation="softmax")], 6, 3)
+    assert _max_error(m, batch=3) <= 1e-5
+
+
+def test_signature_names_come_from_the_model():
+    lw = lowering.read_model(_model([keras.layers.GRU(4), keras.layers.Dense(1, name="forecast")]))
+    assert (lw.input_name, lw.output_name, lw.time_steps, lw.features, lw.output_size) == \
+        ("seq", "forecast", 12, 1, 1)
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([keras.layers.LSTM(4), keras.layers.Dense(1)], r"Layer 'lstm\w*' \(LSTM\) cannot be lowered"),
+    ([keras.layers.GRU(4, activation="selu"), keras.layers.Dense(1)], "uses activation='selu'"),
+    ([keras.layers.GRU(4, return_sequences=True)], "the last GRU returns sequences and no Dense head follows"),
+    ([keras.layers.GRU(4), keras.layers.Dense(1, activation="elu")], "uses activation 'elu'"),
+])
+def test_unsupported_options_are_named(layers, message):
+    with pytest.raises(ModelError, match=message):
+        lowering.read_model(_model(layers))

@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+
+from gru_edge import model
+from gru_edge.errors import DataError, ModelError
+from gru_edge.io import quiet_tensorflow
+
+
+def _weights(path):
+    return [np.asarray(w) for w in model.load_model(path).get_weights()]
+
+
+def test_same_seed_same_weights_and_other_seed_other_weights(tmp_path):
+    cfg = model.TrainConfig(units=8, epochs=3, seed=3)
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        model.train(model.TrainConfig(**{**cfg.__dict__, "seed": seed}), tmp_path / name)
+    a, b, c = (_weights(tmp_path / n / "model.keras") for n in "abc")
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_training_card(r1_run):
+    card = json.loads((r1_run / "training.json").read_text())
+    assert card["data"]["source"].startswith("builtin:airline") and len(card["data"]["sha256"]) == 64
+    assert card["split"] == {"kind": "chronological", "train_rows": 120, "heldout_rows": 24, "train_windows": 96,
+                             "heldout_windows": 24, "heldout_first_target": 120}
+    assert card["transform"]["spec"] == "log,diff12" and card["window"] == 12 and card["seed"] == 0
+    m = card["metrics"]
+    assert m["units"] == "original" and m["seasonal_naive_rmse"] == pytest.approx(49.9867, abs=1e-3)
+    assert {"keras", "tensorflow", "numpy", "python", "gru-edge"} <= set(card["versions"])
+    win = np.load(r1_run / "windows.npz")
+    assert win["train_x"].shape == (96, 12, 1) and win["test_x"].shape == (24, 12, 1)
+
+
+def test_r2_shape_from_a_csv_with_features(r2_run):
+    m = model.load_model(r2_run / "model.keras")
+    kinds = [type(layer).__name__ for layer in m.layers]
+    assert kinds == ["InputLayer", "GRU", "GRU", "Dense"]
+    assert tuple(m.inputs[0].shape) == (None, 24, 4) and tuple(m.outputs[0].shape) == (None, 3)
+
+
+def test_bad_window_settings(tmp_path):
+    with pytest.raises(DataError, match="--test-size 200 leaves no training data"):
+        model.train(model.TrainConfig(test_size=200, epochs=1), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ModelError, match="Model file not found"):
+        model.load_model(tmp_path / "x.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="Cannot load junk.keras as a Keras model"):
+        model.load_model(tmp_path / "junk.keras")
+
+
+def test_safe_mode_refuses_lambda_layers(tmp_path):
+    with quiet_tensorflow():
+        import keras
+    inputs = keras.Input((4, 1))
+    x = keras.layers.Lambda(lambda t: t * 2)(inputs)
+    m = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GRU(2)(x)))
+    m.save(tmp_path / "lam.keras")
+    with pytest.raises(ModelError, match="Cannot load lam.keras as a Keras model"):
+        model.load_model(tmp_path / "lam.keras")
