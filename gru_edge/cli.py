@@ -171,6 +171,10 @@ def _render_report(report, header: str) -> None:
         t = report.task
         click.echo(f"  task {t.metric}: original {t.reference:.4g}, converted {t.converted:.4g} "
                    f"({_fmt_delta(t.relative_delta)}) on {t.rows} held-out windows")
+    if report.streaming:
+        st = report.streaming
+        click.echo(f"  step signature, one time step at a time: max abs error {_fmt_err(st['max_abs_error'])}, "
+                   f"{_fmt_err(st['max_abs_diff_vs_full_sequence'])} from the full-sequence signature")
     for note in report.notes:
         click.echo(f"  note: {note}")
     if report.passed:

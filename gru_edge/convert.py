@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gru_edge import __version__, errors, recipes, runtime, tflite_model
+from gru_edge.compact import compact
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError
 from gru_edge.io import atomic_write_bytes, atomic_write_text, sha256_file
 from gru_edge.model import WINDOWS, load_card
@@ -142,13 +143,14 @@ def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) 
 def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_dir: Path, card: dict | None,
             log) -> ConvertedModel:
     """Check the converted bytes (builtin ops only, loads in LiteRT), then write model and sidecar atomically."""
-    payload = produced.read_bytes()
+    converted = produced.read_bytes()
+    payload, packed = compact(converted)
     info = tflite_model.parse(payload, produced.name)
     if info.custom_ops:
         raise ConversionError(f"Recipe '{recipe.name}' produced ops outside the TFLite builtins "
                               f"({', '.join(info.custom_ops)}); the standard LiteRT runtime cannot run them.")
     runtime.Runner(payload)  # raises if the standard interpreter refuses the model
-    sig = info.signature()
+    sig = info.signature("serving_default")
     target = model_file(out_dir, recipe.name)
     sidecar = {
         "format": SIDECAR_FORMAT,
@@ -157,6 +159,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
         "recipe": recipe.to_dict(),
         "source_model": {"path": str(model_path.resolve()), "sha256": sha256_file(model_path)},
         "signature": sig.to_dict(),
+        "signatures": [s.key for s in info.signatures],
         "gpu": recipe.to_dict()["gpu"],
         "scaling": card["transform"] if card else None,
         "task": card["task"] if card else None,
@@ -165,6 +168,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
         "weight_bytes": info.weight_bytes,
         "ops": info.op_counts,
         "op_versions": info.op_versions,
+        "converter_bytes": packed.bytes_before,
         "calibration_samples": event["calibration_samples"],
         "convert_seconds": event["seconds"],
     }

@@ -37,10 +37,12 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
         inputs = keras.Input((lowered.time_steps, lowered.features), batch_size=b, name=lowered.input_name)
         fixed = keras.Model(inputs, {lowered.output_name: keras_model(inputs)})
         return tf.lite.TFLiteConverter.from_keras_model(fixed)
-    fn = lowering.build_function(lowered, b)
-    holder = tf.Module()
-    holder.fn = fn  # the converter writes the signature of a function tracked by this object
-    return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], holder)
+    functions = lowering.build_functions(lowered, b, streaming=recipe.streaming)
+    holder = tf.Module()  # the converter writes a signature for each function this object tracks
+    for key, fn in functions.items():
+        setattr(holder, key, fn)
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function() for fn in functions.values()],
+                                                           holder)
 
 
 def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[float, float] | None,

@@ -1,8 +1,16 @@
 """Keras GRU weights -> an unrolled TensorFlow graph the TFLite converter lowers to builtin, GPU-friendly ops.
 
-The graph uses only FULLY_CONNECTED, ADD, SUB, MUL, LOGISTIC, TANH, SPLIT, RESHAPE, PACK (and the Dense head's
-activation): no WHILE (GPU delegates refuse it), no UNPACK or rank-2 STRIDED_SLICE (the classic GPU delegate refuses
-those), no TensorList ops (they need Flex). Each weight matrix is one constant shared by every time step.
+Shape of the graph, per GRU layer (batch B fixed, T steps):
+- three input projections (update gate z, reset gate r, candidate h) for all steps at once, FULLY_CONNECTED
+  (keep_num_dims) on [B, T, F] -> [B, T, U], each cut into steps by one 3-D SPLIT (no UNPACK, no rank-2
+  STRIDED_SLICE: the classic GPU delegate refuses those);
+- per step, 13 ops on rank-3 [B, 1, U] tensors: three FULLY_CONNECTED on the state, ADD, LOGISTIC (z), ADD, LOGISTIC
+  (r), MUL, ADD, TANH, SUB, MUL, ADD; the first step, whose state is zero, needs 7;
+- CONCATENATION of the states when the layer returns sequences.
+Each weight matrix is one constant read by every step; no WHILE (GPU delegates refuse it), no TensorList (Flex).
+
+The optional ``step`` function is the same cell for one time step with the state passed in and out explicitly
+(LiteRT's CompiledModel refuses variable tensors).
 """
 
 from __future__ import annotations
@@ -15,13 +23,14 @@ from gru_edge.errors import ModelError
 
 _GRU_ACTIVATIONS = {"tanh", "sigmoid", "relu", "linear"}
 _DENSE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax"}
+SERVE, STEP = "serving_default", "step"
 
 
 @dataclass(frozen=True)
 class GruSpec:
     name: str
     units: int
-    kernel: np.ndarray  # [F, 3U], gate order z, r, h
+    kernel: np.ndarray  # [F, 3U], gate order z, r, h (Keras' order)
     recurrent: np.ndarray  # [U, 3U]
     bias_in: np.ndarray  # [3U]
     bias_rec: np.ndarray  # [3U] (zeros unless reset_after)
@@ -51,9 +60,12 @@ class LoweredModel:
     output_name: str
     output_size: int
 
+    @property
+    def grus(self) -> list[GruSpec]:
+        return [s for s in self.layers if isinstance(s, GruSpec)]
 
-def _activation_name(fn) -> str:
-    return getattr(fn, "__name__", str(fn))
+    def state_names(self) -> list[str]:
+        return [f"state_{i}" for i in range(len(self.grus))]
 
 
 def read_model(model) -> LoweredModel:
@@ -65,25 +77,7 @@ def read_model(model) -> LoweredModel:
             continue  # dropout is the identity at inference
         cfg = layer.get_config()
         if kind == "GRU":
-            for option, ok in (("stateful", not cfg.get("stateful")),
-                               ("activation", cfg["activation"] in _GRU_ACTIVATIONS),
-                               ("recurrent_activation", cfg["recurrent_activation"] in _GRU_ACTIVATIONS),
-                               ("return_state", not cfg.get("return_state"))):
-                if not ok:
-                    raise ModelError(f"Layer '{layer.name}' (GRU) uses {option}={cfg.get(option)!r}, which "
-                                     f"gru-edge cannot lower. Supported activations: "
-                                     f"{', '.join(sorted(_GRU_ACTIVATIONS))}; stateful and return_state must be "
-                                     "False (pass state explicitly instead).")
-            weights = layer.get_weights()
-            units = cfg["units"]
-            kernel, recurrent = weights[0], weights[1]
-            bias = weights[2] if cfg["use_bias"] else np.zeros((2, 3 * units) if cfg["reset_after"] else 3 * units)
-            bias = np.asarray(bias, np.float32)
-            bias_in, bias_rec = (bias[0], bias[1]) if cfg["reset_after"] else (bias, np.zeros(3 * units, np.float32))
-            specs.append(GruSpec(layer.name, units, np.asarray(kernel, np.float32),
-                                 np.asarray(recurrent, np.float32), bias_in, bias_rec, cfg["reset_after"],
-                                 cfg["return_sequences"], cfg["go_backwards"], cfg["activation"],
-                                 cfg["recurrent_activation"]))
+            specs.append(_gru_spec(layer, cfg))
         elif kind == "Dense":
             if cfg["activation"] not in _DENSE_ACTIVATIONS:
                 raise ModelError(f"Layer '{layer.name}' (Dense) uses activation {cfg['activation']!r}; supported: "
@@ -98,6 +92,26 @@ def read_model(model) -> LoweredModel:
     _, t, f = model.inputs[0].shape
     return LoweredModel(int(t), int(f), tuple(specs), _identifier(model.inputs[0].name, "sequence"),
                         _identifier(specs[-1].name, "output"), int(model.outputs[0].shape[-1]))
+
+
+def _gru_spec(layer, cfg: dict) -> GruSpec:
+    for option, ok in (("stateful", not cfg.get("stateful")), ("return_state", not cfg.get("return_state")),
+                       ("activation", cfg["activation"] in _GRU_ACTIVATIONS),
+                       ("recurrent_activation", cfg["recurrent_activation"] in _GRU_ACTIVATIONS)):
+        if not ok:
+            raise ModelError(f"Layer '{layer.name}' (GRU) uses {option}={cfg.get(option)!r}, which gru-edge cannot "
+                             f"lower. Supported activations: {', '.join(sorted(_GRU_ACTIVATIONS))}; stateful and "
+                             "return_state must be False (streaming passes state explicitly instead).")
+    weights = layer.get_weights()
+    units = cfg["units"]
+    if cfg["use_bias"]:
+        bias = np.asarray(weights[2], np.float32)
+    else:
+        bias = np.zeros((2, 3 * units) if cfg["reset_after"] else 3 * units, np.float32)
+    bias_in, bias_rec = (bias[0], bias[1]) if cfg["reset_after"] else (bias, np.zeros(3 * units, np.float32))
+    return GruSpec(layer.name, units, np.asarray(weights[0], np.float32), np.asarray(weights[1], np.float32),
+                   bias_in, bias_rec, cfg["reset_after"], cfg["return_sequences"], cfg["go_backwards"],
+                   cfg["activation"], cfg["recurrent_activation"])
 
 
 def _identifier(name: str, default: str) -> str:
@@ -123,66 +137,93 @@ def _check_chain(specs: list, model) -> None:
                          "end in one vector per input sequence.")
 
 
-def build_function(lowered: LoweredModel, batch_size: int):
-    """Return a ``tf.function`` over input [batch_size, T, F] computing the same outputs as the Keras model."""
+class _Cell:
+    """One GRU layer's constants, arranged for the lowered graph; ``step`` is one time step on [B, 1, C]."""
+
+    def __init__(self, tf, spec: GruSpec, acts: dict):
+        u = spec.units
+        self.spec, self.u = spec, u
+        self.act, self.ract = acts[spec.activation], acts[spec.recurrent_activation]
+        gates = [slice(0, u), slice(u, 2 * u), slice(2 * u, 3 * u)]  # z, r, h
+        # One matrix per gate rather than one [U, 3U] matrix and a SPLIT per step: the SPLITs cost more time than
+        # the extra FULLY_CONNECTED ops. The recurrent biases of z and r are constants: fold them into the input
+        # projection; the candidate's recurrent bias stays inside r * (h U_h + b_h).
+        self.kernel = [tf.constant(spec.kernel[:, g]) for g in gates]
+        self.bias = [tf.constant(spec.bias_in[g] + (spec.bias_rec[g] if i < 2 else 0)) for i, g in enumerate(gates)]
+        self.rec = [tf.constant(spec.recurrent[:, g]) for g in gates]
+        self.rec_bias_h = tf.constant(spec.bias_rec[gates[2]])
+
+    def project(self, tf, seq):
+        """Input projections (z, r, h) for every step at once, each [B, T, U]."""
+        return tuple(tf.matmul(seq, k) + b for k, b in zip(self.kernel, self.bias))
+
+    def step(self, tf, x, h):
+        """Return the new state [B, 1, U] from this step's projections (z, r, h) and the state (None: zeros)."""
+        xz, xr, xh = x
+        if h is None:
+            z, r = self.ract(xz), self.ract(xr)
+            cand = self.act(xh + r * self.rec_bias_h) if self.spec.reset_after else self.act(xh)
+            return cand - z * cand  # (1 - z) * cand + z * 0
+        z = self.ract(xz + tf.matmul(h, self.rec[0]))
+        r = self.ract(xr + tf.matmul(h, self.rec[1]))
+        if self.spec.reset_after:
+            cand = self.act(xh + r * (tf.matmul(h, self.rec[2]) + self.rec_bias_h))
+        else:
+            cand = self.act(xh + tf.matmul(r * h, self.rec[2]))
+        # z*h + (1-z)*cand written as cand + z*(h - cand): one op fewer per step.
+        return cand + z * (h - cand)
+
+
+def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = False) -> dict:
+    """Return ``{signature key: tf.function}``: the full sequence, and the one-step ``step`` when streaming."""
     import tensorflow as tf
 
     acts = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu, "linear": lambda v: v,
             "softmax": tf.nn.softmax}
-    b = batch_size
-    # Constants are created once, outside the unrolled loop, so every step reads the same buffer.
-    consts = []
-    for spec in lowered.layers:
-        if isinstance(spec, GruSpec):
-            u = spec.units
-            if spec.reset_after:
-                rec = (tf.constant(spec.recurrent), tf.constant(spec.bias_rec))
-            else:
-                rec = (tf.constant(spec.recurrent[:, : 2 * u]), tf.constant(spec.recurrent[:, 2 * u:]))
-            consts.append((tf.constant(spec.kernel), tf.constant(spec.bias_in), *rec))
-        else:
-            consts.append((tf.constant(spec.kernel), tf.constant(spec.bias)))
+    b, t, f = batch_size, lowered.time_steps, lowered.features
+    cells = [_Cell(tf, s, acts) if isinstance(s, GruSpec) else None for s in lowered.layers]
+    dense = [(tf.constant(s.kernel), tf.constant(s.bias), acts[s.activation])
+             for s in lowered.layers if isinstance(s, DenseSpec)]
 
-    def gru(seq, spec: GruSpec, c):
-        kernel, bias_in, rec_a, rec_b = c
-        u, steps, width = spec.units, seq.shape[1], seq.shape[2]
-        act, ract = acts[spec.activation], acts[spec.recurrent_activation]
-        # One input projection for all steps, then 3-D SPLIT per step (no UNPACK / rank-2 STRIDED_SLICE).
-        proj = tf.reshape(tf.matmul(tf.reshape(seq, [b * steps, width]), kernel) + bias_in, [b, steps, 3 * u])
-        inputs = [tf.reshape(p, [b, 3 * u]) for p in tf.split(proj, steps, axis=1)]
-        if spec.go_backwards:
-            inputs = inputs[::-1]
-        h, outs = None, []
-        for xp in inputs:
-            xz, xr, xh = tf.split(xp, 3, axis=1)
-            if spec.reset_after:
-                recurrent, bias_rec = rec_a, rec_b
-                hp = bias_rec[None, :] if h is None else tf.matmul(h, recurrent) + bias_rec
-                hz, hr, hh = tf.split(tf.broadcast_to(hp, [b, 3 * u]) if h is None else hp, 3, axis=1)
-                z, r = ract(xz + hz), ract(xr + hr)
-                cand = act(xh + r * hh)
-            else:
-                rec_zr, rec_h = rec_a, rec_b
-                if h is None:
-                    z, r, cand = ract(xz), ract(xr), act(xh)
-                else:
-                    hz, hr = tf.split(tf.matmul(h, rec_zr), 2, axis=1)
-                    z, r = ract(xz + hz), ract(xr + hr)
-                    cand = act(xh + tf.matmul(r * h, rec_h))
-            # h' = z*h + (1-z)*cand, written as cand + z*(h - cand): one op fewer per step.
-            h = (1.0 - z) * cand if h is None else cand + z * (h - cand)
-            outs.append(h)
-        return tf.stack(outs, axis=1) if spec.return_sequences else h
+    def head(h):
+        x = tf.reshape(h, [b, h.shape[-1]])
+        for kernel, bias, act in dense:
+            x = act(tf.matmul(x, kernel) + bias)
+        return x
 
     def forward(sequence):
         x = sequence
-        for spec, c in zip(lowered.layers, consts):
-            if isinstance(spec, GruSpec):
-                x = gru(x, spec, c)
-            else:
-                x = acts[spec.activation](tf.matmul(x, c[0]) + c[1])
-        return {lowered.output_name: x}
+        for cell in [c for c in cells if c is not None]:
+            steps = list(zip(*[tf.split(p, t, axis=1) for p in cell.project(tf, x)]))
+            if cell.spec.go_backwards:
+                steps = steps[::-1]
+            h, outs = None, []
+            for xs in steps:
+                h = cell.step(tf, xs, h)
+                outs.append(h)
+            x = tf.concat(outs, axis=1) if cell.spec.return_sequences else h
+        return {lowered.output_name: head(x)}
 
-    signature = [tf.TensorSpec([b, lowered.time_steps, lowered.features], tf.float32, name=lowered.input_name)]
-    fn = tf.function(forward, input_signature=signature, autograph=False)
-    return fn
+    forward.__name__ = SERVE  # the converter names each signature after its function
+    functions = {SERVE: tf.function(forward, autograph=False, input_signature=[
+        tf.TensorSpec([b, t, f], tf.float32, name=lowered.input_name)])}
+    if streaming:
+        grus = [c for c in cells if c is not None]
+        backwards = [c.spec.name for c in grus if c.spec.go_backwards]
+        if backwards:
+            raise ModelError(f"Streaming needs every GRU to run forwards; layer(s) {', '.join(backwards)} use "
+                             "go_backwards=True. Turn streaming off in the recipe.")
+        names = lowered.state_names()
+
+        def step(frame, *states):
+            x = tf.reshape(frame, [b, 1, f])
+            new = {}
+            for name, cell, state in zip(names, grus, states):
+                x = cell.step(tf, cell.project(tf, x), tf.reshape(state, [b, 1, cell.u]))
+                new[name] = tf.reshape(x, [b, cell.u])
+            return {lowered.output_name: head(x), **{f"{k}_out": v for k, v in new.items()}}
+
+        specs = [tf.TensorSpec([b, f], tf.float32, name="frame")] + [
+            tf.TensorSpec([b, c.u], tf.float32, name=n) for n, c in zip(names, grus)]
+        functions[STEP] = tf.function(step, autograph=False, input_signature=specs)
+    return functions

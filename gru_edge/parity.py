@@ -9,7 +9,7 @@ import json
 import math
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +61,15 @@ class ParityReport:
     failures: tuple[str, ...]
     tolerances: Tolerances
     notes: tuple[str, ...] = field(default_factory=tuple)
+    streaming: dict | None = None
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "samples": self.samples, "outputs": [o.to_dict() for o in self.outputs],
                 "task": self.task.to_dict() if self.task else None, "failures": list(self.failures),
-                "tolerances": asdict(self.tolerances), "notes": list(self.notes)}
+                "tolerances": asdict(self.tolerances), "notes": list(self.notes), "streaming": self.streaming}
+
+    def with_notes(self, notes) -> "ParityReport":
+        return replace(self, notes=self.notes + tuple(notes))
 
     @property
     def max_abs_error(self) -> float:
@@ -145,6 +149,21 @@ def compare(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], tol:
     elif targets is None:
         notes.append("no targets: the task-metric delta was not computed")
     return ParityReport(not failures, n, tuple(stats), task_stats, tuple(failures), tol, tuple(notes))
+
+
+def check_streaming(report: ParityReport, runner, inputs: np.ndarray, expected: dict[str, np.ndarray],
+                    full: dict[str, np.ndarray]) -> ParityReport:
+    """Also run the ``step`` signature over every sequence; it must meet the same limits as the full sequence."""
+    if not runner.has_step:
+        return report
+    stepped = runner.run_steps(inputs)
+    step_report = compare(expected, stepped, report.tolerances)
+    diff = max((float(np.abs(stepped[k] - full[k]).max()) for k in stepped if k in full and len(full[k])),
+               default=math.nan)
+    summary = {"max_abs_error": step_report.max_abs_error, "max_abs_diff_vs_full_sequence": diff,
+               "passed": step_report.passed}
+    failures = report.failures + tuple(f"step signature: {f}" for f in step_report.failures)
+    return replace(report, passed=not failures, failures=failures, streaming=summary)
 
 
 def _task(expected, actual, targets, task: Task, notes: list[str]) -> TaskStats | None:
@@ -300,5 +319,4 @@ def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1) 
     runner = Runner(model_path, bundle.manifest["model"].get("signature"), threads=threads)
     actual = runner.run(bundle.inputs)
     report = compare(bundle.expected, actual, bundle.tolerances, bundle.targets, bundle.task)
-    return ParityReport(report.passed, report.samples, report.outputs, report.task, report.failures,
-                        report.tolerances, report.notes + tuple(notes))
+    return check_streaming(report, runner, bundle.inputs, bundle.expected, actual).with_notes(notes)

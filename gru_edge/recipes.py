@@ -38,6 +38,7 @@ class Recipe:
     unroll: bool
     batch_size: int
     calibration_size: int
+    streaming: bool
     verify: Tolerances
     gpu: GpuSettings | None
     source: str
@@ -59,7 +60,7 @@ class Recipe:
 _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "": {"description": (str, ...)},
     "convert": {"quantization": (str, ...), "unroll": (bool, True), "batch_size": (int, 1),
-                "calibration_size": (int, 200)},
+                "calibration_size": (int, 200), "streaming": (bool, False)},
     "gpu": {"precision": (str, "fp16"), "fallback": (str, "cpu")},
     "verify": {"atol": (float, ...), "rtol": (float, ...), "min_psnr_db": (float, ...),
                "max_task_metric_delta": (float, ...)},
@@ -140,6 +141,8 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
     _choice(where, "quantization", conv["quantization"], QUANTIZATIONS)
     if conv["batch_size"] < 1:
         raise RecipeError(f"{where}: batch_size must be at least 1, got {conv['batch_size']}.")
+    if conv["streaming"] and not conv["unroll"]:
+        raise RecipeError(f"{where}: streaming = true needs unroll = true (the step signature is gru-edge's lowering).")
     if conv["calibration_size"] < 1:
         raise RecipeError(f"{where}: calibration_size must be at least 1, got {conv['calibration_size']}.")
     for key, value in ver.items():
@@ -155,4 +158,5 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
                               "refuse WHILE loops and dynamic batches).")
     return Recipe(name=name, description=top["description"], quantization=conv["quantization"],
                   unroll=conv["unroll"], batch_size=conv["batch_size"], calibration_size=conv["calibration_size"],
+                  streaming=conv["streaming"],
                   verify=Tolerances(**ver), gpu=gpu, source=source)

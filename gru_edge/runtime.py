@@ -46,13 +46,15 @@ class Runner:
         sigs = self._interp.get_signature_list()
         if not sigs:
             raise ParityError(f"{name} has no signatures; convert it with gru-edge convert.")
-        self.signature = signature or next(iter(sigs))
+        self.signatures = list(sigs)
+        self.signature = signature or ("serving_default" if "serving_default" in sigs else next(iter(sigs)))
         if self.signature not in sigs:
             raise ParityError(f"{name} has no signature '{self.signature}'; it has {', '.join(sigs)}.")
         self._run = self._interp.get_signature_runner(self.signature)
         inputs = self._run.get_input_details()
         if len(inputs) != 1:
-            raise ParityError(f"{name} signature '{self.signature}' has {len(inputs)} inputs; expected one sequence.")
+            raise ParityError(f"{name} signature '{self.signature}' has {len(inputs)} inputs; expected one sequence "
+                              "(the streaming 'step' signature is run with run_steps).")
         self.input_name, detail = next(iter(inputs.items()))
         self.input_shape = tuple(int(d) for d in detail["shape"])
         self.output_names = list(self._run.get_output_details())
@@ -77,3 +79,33 @@ class Runner:
             for k in self.output_names:
                 outs[k].append(np.asarray(result[k])[:n])
         return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in outs.items()}
+
+    @property
+    def has_step(self) -> bool:
+        return "step" in self.signatures
+
+    def run_steps(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Feed each sequence one time step at a time through the ``step`` signature, state starting at zero.
+
+        Returns the outputs after the last step, named like the full-sequence signature's outputs.
+        """
+        step = self._interp.get_signature_runner("step")
+        details = step.get_input_details()
+        states = sorted(k for k in details if k.startswith("state_"))
+        b = details["frame"]["shape"][0]
+        x = np.asarray(x, dtype=np.float32)
+        results: dict[str, list[np.ndarray]] = {}
+        for i in range(0, len(x), b):
+            chunk = x[i: i + b]
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), np.float32)])
+            state = {k: np.zeros(details[k]["shape"], np.float32) for k in states}
+            out = {}
+            for t in range(chunk.shape[1]):
+                out = step(frame=np.ascontiguousarray(chunk[:, t, :]), **state)
+                state = {k: out[f"{k}_out"] for k in states}
+            for k, v in out.items():
+                if not k.startswith("state_"):
+                    results.setdefault(k, []).append(np.asarray(v)[:n])
+        return {k: np.concatenate(v) for k, v in results.items()}

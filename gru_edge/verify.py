@@ -101,8 +101,7 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
     report = parity.compare(expected, actual, tol, samples.targets, task)
     if samples.source.startswith("generated"):
         notes.append(samples.source)
-    report = parity.ParityReport(report.passed, report.samples, report.outputs, report.task, report.failures,
-                                 report.tolerances, report.notes + tuple(notes))
+    report = parity.check_streaming(report, runner, samples.inputs, expected, actual).with_notes(notes)
     written = None
     if bundle_dir is not None:
         written = parity.write_bundle(bundle_dir, tflite_path, recipe, runner.signature, runner.input_name,

@@ -8,7 +8,7 @@ from gru_edge.errors import ConversionError, ModelError
 from gru_edge.runtime import Runner
 
 # FULLY_CONNECTED, elementwise math, SPLIT/RESHAPE/PACK, and the (de)quantize ops of the quantized recipes.
-LOWERED_OPS = {"FULLY_CONNECTED", "ADD", "SUB", "MUL", "LOGISTIC", "TANH", "SPLIT", "RESHAPE", "PACK", "DEQUANTIZE",
+LOWERED_OPS = {"FULLY_CONNECTED", "ADD", "SUB", "MUL", "LOGISTIC", "TANH", "SPLIT", "RESHAPE", "CONCATENATION", "DEQUANTIZE",
                "QUANTIZE"}
 
 

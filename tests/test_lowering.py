@@ -20,7 +20,7 @@ def _model(layers, t=12, f=1):
 
 def _max_error(model, batch=2):
     lw = lowering.read_model(model)
-    fn = lowering.build_function(lw, batch)
+    fn = lowering.build_functions(lw, batch)[lowering.SERVE]
     _, t, f = model.inputs[0].shape
     x = np.random.default_rng(0).standard_normal((batch, t, f)).astype(np.float32)
     out = fn(x)[lw.output_name].numpy()

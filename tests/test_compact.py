@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from gru_edge import tflite_model
+from gru_edge.compact import compact
+from gru_edge.runtime import Runner
+
+
+@pytest.mark.parametrize("recipe", ["float32", "float16", "dynamic-int8", "int8", "int16x8"])
+def test_compaction_changes_no_value_and_keeps_signatures(r2_converted, recipe):
+    """The shipped file is already compacted: compacting it again changes nothing, and a repacked copy of it
+    computes bit-identical outputs."""
+    model = next(m for m in r2_converted.models if m.recipe == recipe)
+    shipped = model.path.read_bytes()
+    again, stats = compact(shipped)
+    assert stats.bytes_after <= stats.bytes_before and stats.tensors_after == stats.tensors_before
+    x = np.random.default_rng(1).standard_normal((5, 24, 4)).astype(np.float32)
+    a, b = Runner(shipped).run(x), Runner(again).run(x)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    sig = tflite_model.parse(again).signature()
+    assert [t.name for t in sig.inputs] == ["sequence"] and [t.name for t in sig.outputs] == ["forecast"]
+
+
+def test_sidecar_records_what_compaction_saved(r2_converted):
+    import json
+
+    for m in r2_converted.models:
+        side = json.loads(m.sidecar.read_text())
+        assert side["converter_bytes"] > side["size_bytes"], m.recipe
+    int8 = next(m for m in r2_converted.models if m.recipe == "int8")
+    # The converter's int8 file repeats per-channel scales for every use of a weight; compaction merges them.
+    assert json.loads(int8.sidecar.read_text())["converter_bytes"] > 1.8 * int8.size_bytes
