@@ -39,7 +39,9 @@ def command(fn):
         except GruEdgeError as e:
             if as_json:
                 _emit_json({"ok": False, "error": str(e)})
-            raise click.ClickException(str(e)) from None
+            error = click.ClickException(str(e))
+            error.exit_code = getattr(e, "exit_code", 1)  # 3: a GPU check that could not run
+            raise error from None
 
     return wrapper
 
@@ -175,6 +177,10 @@ def _render_report(report, header: str) -> None:
         st = report.streaming
         click.echo(f"  step signature, one time step at a time: max abs error {_fmt_err(st['max_abs_error'])}, "
                    f"{_fmt_err(st['max_abs_diff_vs_full_sequence'])} from the full-sequence signature")
+    if report.accelerator:
+        a = report.accelerator
+        click.echo(f"  accelerator: {a['accelerator']} ({a['precision']}), fully accelerated: "
+                   f"{'yes' if a['fully_accelerated'] else 'no'}")
     for note in report.notes:
         click.echo(f"  note: {note}")
     if report.passed:
@@ -194,29 +200,35 @@ def _render_report(report, header: str) -> None:
 @click.option("--recipe", help="Tolerances from this recipe instead of the model's sidecar")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write a parity bundle to this folder")
+@click.option("--accelerator", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="gpu: run through LiteRT's CompiledModel GPU accelerator (exit 3 when no GPU is usable)")
 @command
-def verify(models, bundle, bundle_model, recipe, out_dir, as_json, log):
-    """Check a .tflite gives the original model's outputs; exit 0 pass, 1 fail.
+def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, as_json, log):
+    """Check a .tflite gives the original model's outputs; exit 0 pass, 1 fail, 3 no GPU.
 
     Examples:
 
       gru-edge verify runs/airline/model.keras out/model.int8.tflite -o bundle-int8
 
       gru-edge verify --bundle bundle-int8
+
+      gru-edge verify runs/airline/model.keras out/model.android-gpu.tflite --accelerator gpu
     """
     if bundle is not None:
         if models or recipe or out_dir:
             raise click.UsageError("--bundle takes no MODEL arguments, --recipe or -o; use --model to pick a .tflite.")
         from gru_edge.parity import check_bundle
 
-        report = check_bundle(bundle, bundle_model)
+        report = check_bundle(bundle, bundle_model, accelerator=accelerator)
         doc, header = {"bundle": str(bundle), **report.to_dict()}, f"bundle {bundle}"
     else:
         if len(models) != 2 or bundle_model:
             raise click.UsageError("Give MODEL.keras and MODEL.tflite (or --bundle DIR [--model X.tflite]).")
         from gru_edge.verify import verify as run_verify
 
-        result = run_verify(models[0], models[1], out_dir, recipe)
+        if accelerator == "gpu" and out_dir:
+            raise click.UsageError("-o writes a bundle from the CPU run; run --accelerator gpu without -o.")
+        result = run_verify(models[0], models[1], out_dir, recipe, accelerator)
         report, doc = result.report, result.to_dict()
         header = f"{models[1]} vs {models[0]} (recipe {result.recipe}; {result.samples.source})"
         if result.bundle:
@@ -226,6 +238,69 @@ def verify(models, bundle, bundle_model, recipe, out_dir, as_json, log):
     else:
         _render_report(report, header)
     sys.exit(0 if report.passed else 1)
+
+
+# ---- inspect ----------------------------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@command
+def inspect(model, as_json, log):
+    """Show a .tflite's signatures, ops, size split and GPU findings (no TensorFlow needed).
+
+    Example:
+
+      gru-edge inspect out/model.android-gpu.tflite
+    """
+    from gru_edge import gpu, tflite_model
+
+    info = tflite_model.read(model)
+    findings = gpu.check(info)
+    if as_json:
+        return _emit_json({**info.to_dict(), "gpu_findings": [f.to_dict() for f in findings]})
+    kib = lambda n: f"{n / 1024:.1f} KiB"  # noqa: E731
+    click.echo(f"{model.name}: {kib(info.size_bytes)} (weights {kib(info.weight_bytes)}, graph "
+               f"{kib(info.size_bytes - info.weight_bytes)}), min runtime {info.min_runtime_version or 'unknown'}")
+    click.echo("signatures:")
+    for sig in info.signatures:
+        fmt = lambda ts: ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in ts)  # noqa: E731
+        click.echo(f"  {sig.key}: {fmt(sig.inputs)} -> {fmt(sig.outputs)}")
+    click.echo(f"ops ({len(info.ops)}):")
+    versions = info.op_versions
+    for name, count in info.op_counts.items():
+        click.echo(f"  {name:<20} {count:>5}  v{','.join(map(str, versions[name]))}")
+    if findings:
+        click.echo(f"GPU findings ({len(findings)}):")
+        for f in findings:
+            click.echo(f"  {f}")
+    else:
+        click.echo(f"GPU findings: none ({gpu.CLASSIC} and {gpu.LITERT} rules)")
+
+
+# ---- bench ------------------------------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--to", "to", help="gru-edge recipes to include, comma-separated (default: all shipped)")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Timed runs per model per round")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
+@command
+def bench(model, to, threads, iterations, rounds, as_json, log):
+    """Time Keras, TensorFlow's plain converter paths, gru-edge's recipes and ONNX Runtime at batch 1.
+
+    Example:
+
+      gru-edge bench runs/airline/model.keras --threads 1
+    """
+    from gru_edge.bench import bench as run_bench
+
+    names = [t.strip() for t in to.split(",") if t.strip()] if to else None
+    result = run_bench(model, names, threads, iterations, rounds, log=log)
+    if as_json:
+        return _emit_json(result.to_dict())
+    click.echo(result.markdown())
 
 
 # ---- quickstart -------------------------------------------------------------------------------------------------

@@ -129,11 +129,11 @@ def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) 
         how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
                else f"exited with status {proc.returncode}")
         recipe = by_name.get(current)
-        hint = ("TensorFlow's converter is known to crash on full-integer Keras GRU loops; use unroll = true "
-                "(gru-edge's own lowering) or a float recipe" if recipe and not recipe.unroll
+        hint = ("TensorFlow's converter is known to crash on full-integer Keras GRUs; use lowering = \"gru-edge\" "
+                "(the default) or a float recipe" if recipe and recipe.lowering == "keras"
                 else "try a float recipe (float32, float16) and report the model")
-        what = f"recipe '{current}' ({recipe.quantization}, unroll = {str(recipe.unroll).lower()})" if recipe \
-            else "the model"
+        what = (f"recipe '{current}' ({recipe.quantization}, lowering = {recipe.lowering}, unroll = "
+                f"{str(recipe.unroll).lower()})" if recipe else "the model")
         raise ConversionError(f"The TFLite converter crashed: the child process {how} while converting {what}. "
                               f"{hint}.")
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -144,7 +144,8 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
             log) -> ConvertedModel:
     """Check the converted bytes (builtin ops only, loads in LiteRT), then write model and sidecar atomically."""
     converted = produced.read_bytes()
-    payload, packed = compact(converted)
+    # lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): left untouched.
+    payload, packed = compact(converted) if recipe.lowering == "gru-edge" else (converted, None)
     info = tflite_model.parse(payload, produced.name)
     if info.custom_ops:
         raise ConversionError(f"Recipe '{recipe.name}' produced ops outside the TFLite builtins "
@@ -168,7 +169,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
         "weight_bytes": info.weight_bytes,
         "ops": info.op_counts,
         "op_versions": info.op_versions,
-        "converter_bytes": packed.bytes_before,
+        "converter_bytes": len(converted),
         "calibration_samples": event["calibration_samples"],
         "convert_seconds": event["seconds"],
     }

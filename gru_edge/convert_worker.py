@@ -30,12 +30,23 @@ def _emit(**event) -> None:
 def _converter(tf, keras_model, lowered, recipe: Recipe):
     """Return a TFLiteConverter for the recipe's graph: gru-edge's lowering, or Keras' own WHILE loop."""
     b = recipe.batch_size
-    if not recipe.unroll:
+    if recipe.lowering == "keras":
         import keras
 
-        # TensorFlow's plain path (a WHILE loop), kept for comparison; with a fixed batch like the lowering.
+        # TensorFlow's plain path, kept for comparison: a WHILE loop, or Keras' own unroll (weights copied per
+        # step). Same weights and a fixed batch, like gru-edge's lowering.
         inputs = keras.Input((lowered.time_steps, lowered.features), batch_size=b, name=lowered.input_name)
-        fixed = keras.Model(inputs, {lowered.output_name: keras_model(inputs)})
+        x = inputs
+        for layer in keras_model.layers:
+            if type(layer).__name__ == "InputLayer":
+                continue
+            cfg = layer.get_config()
+            if type(layer).__name__ == "GRU":
+                cfg["unroll"] = recipe.unroll
+            clone = type(layer).from_config(cfg)
+            x = clone(x)
+            clone.set_weights(layer.get_weights())
+        fixed = keras.Model(inputs, {lowered.output_name: x})
         return tf.lite.TFLiteConverter.from_keras_model(fixed)
     functions = lowering.build_functions(lowered, b, streaming=recipe.streaming)
     holder = tf.Module()  # the converter writes a signature for each function this object tracks
@@ -97,7 +108,7 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         if flex:
             raise ConversionError(f"Recipe '{recipe.name}': the graph needs TensorFlow ops that are not TFLite "
                                   f"builtins ({', '.join(flex)}); gru-edge never enables Flex (SELECT_TF_OPS). "
-                                  "Use a recipe with unroll = true.") from None
+                                  "Use lowering = \"gru-edge\" (the default).") from None
         first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.strip()[:300])
         raise ConversionError(f"Recipe '{recipe.name}': the TFLite converter failed: {first[:300]}") from None
 

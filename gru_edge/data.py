@@ -212,6 +212,17 @@ def edge_cases(time_steps: int, features: int, lo: float, hi: float) -> np.ndarr
                      step])
 
 
+def write_synthetic_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
+    """Write a generated multivariate series (target y, features a, b, c) for tests and benchmarks."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    a, b, c = np.sin(t / 7), np.cos(t / 11), rng.normal(size=rows) * 0.3
+    y = np.sin(t / 5) + 0.5 * a + 0.2 * np.roll(c, 2) + 0.01 * t
+    lines = ["step,y,a,b,c"] + [f"{i},{y[i]:.5f},{a[i]:.5f},{b[i]:.5f},{c[i]:.5f}" for i in range(rows)]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
 def naive_forecast(series: Series, first_target: np.ndarray, horizon: int) -> np.ndarray:
     """Last observed value, repeated for every step ahead."""
     return np.repeat(series.values[first_target - 1][:, None], horizon, axis=1)

@@ -23,3 +23,9 @@ class ConversionError(GruEdgeError):
 
 class ParityError(GruEdgeError):
     """A parity bundle or a .tflite cannot be checked (as opposed to a check that ran and failed)."""
+
+
+class GpuUnavailable(GruEdgeError):
+    """No usable GPU: a GPU check could not run (neither a pass nor a failure; exit status 3)."""
+
+    exit_code = 3

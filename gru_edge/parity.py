@@ -62,11 +62,13 @@ class ParityReport:
     tolerances: Tolerances
     notes: tuple[str, ...] = field(default_factory=tuple)
     streaming: dict | None = None
+    accelerator: dict | None = None
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "samples": self.samples, "outputs": [o.to_dict() for o in self.outputs],
                 "task": self.task.to_dict() if self.task else None, "failures": list(self.failures),
-                "tolerances": asdict(self.tolerances), "notes": list(self.notes), "streaming": self.streaming}
+                "tolerances": asdict(self.tolerances), "notes": list(self.notes), "streaming": self.streaming,
+                "accelerator": self.accelerator or {"accelerator": "cpu", "runtime": "ai-edge-litert Interpreter"}}
 
     def with_notes(self, notes) -> "ParityReport":
         return replace(self, notes=self.notes + tuple(notes))
@@ -151,6 +153,19 @@ def compare(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], tol:
     return ParityReport(not failures, n, tuple(stats), task_stats, tuple(failures), tol, tuple(notes))
 
 
+def on_accelerator(report_inputs: tuple, model_path: Path, inputs: np.ndarray, precision: str) -> ParityReport:
+    """Compare the GPU's outputs instead of the CPU interpreter's; a partly accelerated model fails."""
+    from gru_edge.gpu import gpu_outputs
+
+    expected, tol, targets, task = report_inputs
+    actual, info = gpu_outputs(model_path, inputs, precision)
+    report = compare(expected, actual, tol, targets, task)
+    failures = report.failures
+    if not info["fully_accelerated"]:
+        failures += ("accelerator gpu: the model was not fully accelerated (some ops ran on the CPU)",)
+    return replace(report, passed=not failures, failures=failures, accelerator=info)
+
+
 def check_streaming(report: ParityReport, runner, inputs: np.ndarray, expected: dict[str, np.ndarray],
                     full: dict[str, np.ndarray]) -> ParityReport:
     """Also run the ``step`` signature over every sequence; it must meet the same limits as the full sequence."""
@@ -214,7 +229,7 @@ class Bundle:
 def write_bundle(out_dir: Path, model_path: Path, recipe: str, signature: str, input_name: str,
                  inputs: np.ndarray, expected: dict[str, np.ndarray], tolerances: Tolerances,
                  sample_kinds: dict[str, int], sample_source: str, targets: np.ndarray | None = None,
-                 task: Task | None = None, reference: float | None = None) -> Path:
+                 task: Task | None = None, reference: float | None = None, gpu: dict | None = None) -> Path:
     """Write a bundle folder (with a copy of the model) atomically: it is replaced whole or left as it was."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +245,7 @@ def write_bundle(out_dir: Path, model_path: Path, recipe: str, signature: str, i
             "format": FORMAT,
             "tool": f"gru-edge {__version__}",
             "model": {"file": Path(model_path).name, "sha256": sha256_file(model_path), "recipe": recipe,
-                      "signature": signature},
+                      "signature": signature, "gpu": gpu},
             "inputs": [{"name": input_name, "file": "inputs.npy", "shape": list(inputs.shape), "dtype": "float32"}],
             "outputs": outputs,
             "samples": {"count": int(len(inputs)), "kinds": sample_kinds, "source": sample_source},
@@ -304,7 +319,8 @@ def read_bundle(path: Path) -> Bundle:
     return Bundle(path, manifest, inputs, expected, targets)
 
 
-def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1) -> ParityReport:
+def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1,
+                 accelerator: str = "cpu") -> ParityReport:
     """Run the bundle's model (or ``model``) on its inputs with LiteRT and compare with the stored outputs."""
     from gru_edge.runtime import Runner
 
@@ -316,6 +332,10 @@ def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1) 
     if sha256_file(model_path) != bundle.manifest["model"].get("sha256"):
         notes.append(f"{model_path.name} differs from the model the bundle was made with "
                      f"({bundle.manifest['model']['file']}); checking it against the same expected outputs")
+    if accelerator == "gpu":
+        precision = (bundle.manifest["model"].get("gpu") or {}).get("precision", "fp16")
+        return on_accelerator((bundle.expected, bundle.tolerances, bundle.targets, bundle.task), model_path,
+                              bundle.inputs, precision).with_notes(notes)
     runner = Runner(model_path, bundle.manifest["model"].get("signature"), threads=threads)
     actual = runner.run(bundle.inputs)
     report = compare(bundle.expected, actual, bundle.tolerances, bundle.targets, bundle.task)

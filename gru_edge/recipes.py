@@ -9,6 +9,7 @@ from pathlib import Path
 from gru_edge.errors import RecipeError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8", "int16x8")
+LOWERINGS = ("gru-edge", "keras")  # gru-edge's own graph, or TensorFlow's conversion of the Keras layers
 CALIBRATED = ("int8", "int16x8")
 GPU_PRECISIONS = ("fp16", "fp32")
 GPU_FALLBACKS = ("cpu", "none")
@@ -35,6 +36,7 @@ class Recipe:
     name: str
     description: str
     quantization: str
+    lowering: str
     unroll: bool
     batch_size: int
     calibration_size: int
@@ -59,8 +61,8 @@ class Recipe:
 # section -> key -> (type, default); a default of ... means required.
 _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "": {"description": (str, ...)},
-    "convert": {"quantization": (str, ...), "unroll": (bool, True), "batch_size": (int, 1),
-                "calibration_size": (int, 200), "streaming": (bool, False)},
+    "convert": {"quantization": (str, ...), "lowering": (str, "gru-edge"), "unroll": (bool, True),
+                "batch_size": (int, 1), "calibration_size": (int, 200), "streaming": (bool, False)},
     "gpu": {"precision": (str, "fp16"), "fallback": (str, "cpu")},
     "verify": {"atol": (float, ...), "rtol": (float, ...), "min_psnr_db": (float, ...),
                "max_task_metric_delta": (float, ...)},
@@ -141,8 +143,12 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
     _choice(where, "quantization", conv["quantization"], QUANTIZATIONS)
     if conv["batch_size"] < 1:
         raise RecipeError(f"{where}: batch_size must be at least 1, got {conv['batch_size']}.")
-    if conv["streaming"] and not conv["unroll"]:
-        raise RecipeError(f"{where}: streaming = true needs unroll = true (the step signature is gru-edge's lowering).")
+    _choice(where, "lowering", conv["lowering"], LOWERINGS)
+    if conv["lowering"] == "gru-edge" and not conv["unroll"]:
+        raise RecipeError(f"{where}: gru-edge's lowering is always unrolled; unroll = false needs "
+                          "lowering = \"keras\" (TensorFlow's WHILE loop).")
+    if conv["streaming"] and conv["lowering"] != "gru-edge":
+        raise RecipeError(f"{where}: streaming = true needs lowering = \"gru-edge\" (it adds the step signature).")
     if conv["calibration_size"] < 1:
         raise RecipeError(f"{where}: calibration_size must be at least 1, got {conv['calibration_size']}.")
     for key, value in ver.items():
@@ -157,6 +163,7 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
             raise RecipeError(f"{where}: a [gpu] recipe needs unroll = true and batch_size = 1 (GPU delegates "
                               "refuse WHILE loops and dynamic batches).")
     return Recipe(name=name, description=top["description"], quantization=conv["quantization"],
+                  lowering=conv["lowering"],
                   unroll=conv["unroll"], batch_size=conv["batch_size"], calibration_size=conv["calibration_size"],
                   streaming=conv["streaming"],
                   verify=Tolerances(**ver), gpu=gpu, source=source)

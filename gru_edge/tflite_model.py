@@ -55,6 +55,9 @@ class OpUse:
     input_shapes: tuple[tuple[int, ...], ...]
     output_shapes: tuple[tuple[int, ...], ...]
     options: dict = field(default_factory=dict)
+    input_const: tuple[bool, ...] = ()  # per input: stored in the file (weights) rather than computed
+    input_types: tuple[str, ...] = ()
+    output_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class TfliteModel:
     ops: tuple[OpUse, ...]
     signatures: tuple[Signature, ...]
     min_runtime_version: str | None
+    dynamic_tensors: int = 0  # tensors whose shape has an unknown (-1) dimension
+    variable_tensors: int = 0
 
     @property
     def op_counts(self) -> dict[str, int]:
@@ -96,7 +101,8 @@ class TfliteModel:
                 "graph_bytes": self.size_bytes - self.weight_bytes, "ops": self.op_counts,
                 "op_versions": self.op_versions, "custom_ops": self.custom_ops,
                 "signatures": [s.to_dict() for s in self.signatures],
-                "min_runtime_version": self.min_runtime_version}
+                "min_runtime_version": self.min_runtime_version, "dynamic_tensors": self.dynamic_tensors,
+                "variable_tensors": self.variable_tensors}
 
 
 def _options(op) -> dict:
@@ -140,18 +146,38 @@ def parse(buf: bytes, path: str = "<memory>") -> TfliteModel:
         codes.append((name, oc.version))
 
     ops = []
+    dynamic = variable = 0
     for si, sg in enumerate(model.subgraphs or []):
         tensors = sg.tensors or []
+        for t in tensors:
+            sig = t.shapeSignature
+            dynamic += int(sig is not None and any(int(d) < 0 for d in sig))
+            variable += int(bool(t.isVariable))
 
         def shape(i: int) -> tuple[int, ...]:
             return tuple(int(d) for d in tensors[i].shape) if i >= 0 and tensors[i].shape is not None else ()
 
+        def stored(i: int) -> bool:
+            return i >= 0 and buffer_len(model.buffers[tensors[i].buffer]) > 0
+
+        # float16 weights arrive through a DEQUANTIZE of a stored tensor; runtimes and GPU delegates treat the
+        # result as a constant (the GPU delegate uses the float16 data directly).
+        dequantized = {int(op.outputs[0]) for op in sg.operators or []
+                       if codes[op.opcodeIndex][0] == "DEQUANTIZE" and op.inputs is not None and stored(int(op.inputs[0]))}
+
+        def const(i: int) -> bool:
+            return stored(i) or i in dequantized
+
+        def dtype(i: int) -> str:
+            return _TYPE_NAMES.get(tensors[i].type, "?") if i >= 0 else "none"
+
         for oi, op in enumerate(sg.operators or []):
             name, version = codes[op.opcodeIndex]
-            ops.append(OpUse(si, oi, name, version, tuple(shape(i) for i in (op.inputs if op.inputs is not None
-                                                                               else [])),
-                             tuple(shape(i) for i in (op.outputs if op.outputs is not None else [])),
-                             _options(op)))
+            ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+            outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+            ops.append(OpUse(si, oi, name, version, tuple(shape(i) for i in ins), tuple(shape(i) for i in outs),
+                             _options(op), tuple(const(i) for i in ins), tuple(dtype(i) for i in ins),
+                             tuple(dtype(i) for i in outs)))
 
     def info(sg_index: int, tensor_map) -> TensorInfo:
         t = model.subgraphs[sg_index].tensors[tensor_map.tensorIndex]
@@ -166,7 +192,7 @@ def parse(buf: bytes, path: str = "<memory>") -> TfliteModel:
             data = model.buffers[meta.buffer].data
             if data is not None:
                 min_runtime = bytes(np.asarray(data, dtype=np.uint8)).split(b"\0")[0].decode() or None
-    return TfliteModel(path, len(buf), weight_bytes, tuple(ops), sigs, min_runtime)
+    return TfliteModel(path, len(buf), weight_bytes, tuple(ops), sigs, min_runtime, dynamic, variable)
 
 
 def _str(value) -> str:

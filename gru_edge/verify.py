@@ -69,8 +69,15 @@ def tolerances_for(tflite_path: Path, recipe_name: str | None) -> tuple[recipes.
                                  "(pass --recipe to choose)"]
 
 
+def gpu_precision(tflite_path: Path) -> str:
+    """The GPU precision the model's recipe asks for (fp16 when it names none: the GPU default)."""
+    sidecar = load_sidecar(tflite_path)
+    gpu = (sidecar or {}).get("gpu") or {}
+    return gpu.get("precision", "fp16")
+
+
 def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
-           recipe_name: str | None = None) -> VerifyResult:
+           recipe_name: str | None = None, accelerator: str = "cpu") -> VerifyResult:
     """Compare ``tflite_path`` against the Keras model on held-out windows and edge cases."""
     keras_path, tflite_path = Path(keras_path), Path(tflite_path)
     if not tflite_path.is_file():
@@ -98,14 +105,19 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
         tr = card["transform"]
         task = parity.Task(card["task"]["kind"], card["task"]["metric"], tr["std"], tr["mean"],
                            f"target after transform '{tr['spec']}'")
-    report = parity.compare(expected, actual, tol, samples.targets, task)
     if samples.source.startswith("generated"):
         notes.append(samples.source)
+    if accelerator == "gpu":
+        report = parity.on_accelerator((expected, tol, samples.targets, task), tflite_path, samples.inputs,
+                                       gpu_precision(tflite_path)).with_notes(notes)
+        return VerifyResult(report, recipe, samples, None)
+    report = parity.compare(expected, actual, tol, samples.targets, task)
     report = parity.check_streaming(report, runner, samples.inputs, expected, actual).with_notes(notes)
     written = None
     if bundle_dir is not None:
         written = parity.write_bundle(bundle_dir, tflite_path, recipe, runner.signature, runner.input_name,
                                       samples.inputs, expected, tol, samples.kinds, samples.source,
                                       samples.targets if task else None, task,
-                                      report.task.reference if report.task else None)
+                                      report.task.reference if report.task else None,
+                                      (load_sidecar(tflite_path) or {}).get("gpu"))
     return VerifyResult(report, recipe, samples, written)

@@ -9,24 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def write_synthetic_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    t = np.arange(rows)
-    a, b, c = np.sin(t / 7), np.cos(t / 11), rng.normal(size=rows) * 0.3
-    y = np.sin(t / 5) + 0.5 * a + 0.2 * np.roll(c, 2) + 0.01 * t
-    lines = ["step,y,a,b,c"] + [f"{i},{y[i]:.5f},{a[i]:.5f},{b[i]:.5f},{c[i]:.5f}" for i in range(rows)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture(scope="session")
 def synthetic_csv(tmp_path_factory) -> Path:
+    from gru_edge.data import write_synthetic_csv
+
     return write_synthetic_csv(tmp_path_factory.mktemp("data") / "synthetic.csv")
 
 

@@ -125,3 +125,22 @@ def test_verify_errors(r1_run, r2_converted, tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"0123456789")
     assert "cannot load junk.tflite" in fails(1, "verify", r1_run / "model.keras", junk)
+
+
+def test_inspect(r2_converted):
+    model = next(m for m in r2_converted.models if m.recipe == "android-gpu")
+    out = run("inspect", model.path).stdout
+    assert "serving_default: sequence [1, 24, 4] float32 -> forecast [1, 3] float32" in out
+    assert "FULLY_CONNECTED" in out and "weights" in out and "GPU findings: none" in out
+    doc = json.loads(run("inspect", model.path, "--json").stdout)
+    assert doc["gpu_findings"] == [] and doc["ops"]["FULLY_CONNECTED"] > 24 and doc["weight_bytes"] > 0
+    assert "not a TFLite model" in fails(1, "inspect", __file__)
+
+
+def test_verify_on_gpu_without_a_gpu_exits_3(r2_run, r2_converted):
+    model = next(m for m in r2_converted.models if m.recipe == "android-gpu")
+    result = run("verify", r2_run / "model.keras", model.path, "--accelerator", "gpu")
+    if result.exit_code == 3:
+        assert "GPU check not run: no usable GPU" in result.stderr
+    else:  # where a GPU exists, the android-gpu model passes fully accelerated
+        assert result.exit_code == 0 and "fully accelerated: yes" in result.stdout

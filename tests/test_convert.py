@@ -50,6 +50,7 @@ def _loop_recipe(tmp_path, quantization):
     p.write_text(f"""description = "TensorFlow's own GRU loop"
 [convert]
 quantization = "{quantization}"
+lowering = "keras"
 unroll = false
 [verify]
 atol = 1e-5
@@ -69,8 +70,8 @@ def test_converter_crash_is_a_clear_error_and_leaves_no_file(r1_run, tmp_path):
     """TF's converter segfaults on full-integer Keras GRU loops: the child dies, the caller reports it."""
     out = tmp_path / "out"
     with pytest.raises(ConversionError, match=r"The TFLite converter crashed: the child process was killed by "
-                                              r"SIGSEGV while converting recipe 'loop-int8' \(int8, unroll = false\)"
-                                              r".*use unroll = true"):
+                                              r"SIGSEGV while converting recipe 'loop-int8' \(int8, lowering = keras, "
+                                              r"unroll = false\).*use lowering = \"gru-edge\""):
         convert.convert(r1_run / "model.keras", ["float32", _loop_recipe(tmp_path, "int8")], out)
     assert not out.exists() or list(out.iterdir()) == []
 

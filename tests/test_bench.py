@@ -1,0 +1,16 @@
+from gru_edge.bench import bench
+
+
+def test_bench_puts_every_path_side_by_side(r1_run):
+    result = bench(r1_run / "model.keras", ["float32", "int8"], iterations=20, rounds=1)
+    names = [r.name for r in result.rows]
+    assert names[:2] == ["gru-edge float32", "gru-edge int8"]
+    assert {"plain-while-float32", "plain-unrolled-float32", "plain-unrolled-int8", "keras tf.function"} <= set(names)
+    ours, plain = result.row("gru-edge float32"), result.row("plain-unrolled-float32")
+    assert ours.median_us > 0 and ours.p90_us >= ours.median_us
+    assert ours.size_bytes < plain.size_bytes  # weights stored once
+    assert result.row("gru-edge int8").size_bytes < result.row("plain-unrolled-int8").size_bytes
+    assert result.row("plain-while-int8").note == "converter crashed"
+    assert result.streaming["time_steps"] == 12 and result.streaming["step_us"] > 0
+    table = result.markdown()
+    assert table.startswith("| path | file | weights |") and "Streaming" in table
