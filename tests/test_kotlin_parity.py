@@ -1,0 +1,138 @@
+"""Cross-check: the Android demo's plain-Kotlin parity core reaches Python's verdicts on the same bundles.
+
+Python writes bundles (passing, failing, malformed) plus the converted model's outputs as actual.npy; the Kotlin
+core, compiled on the JVM by android_demo/jvm-test.sh, reads each and prints its verdict and figures.
+"""
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gru_edge import parity
+from gru_edge.errors import ParityError
+from gru_edge.runtime import Runner
+from gru_edge.verify import verify
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def kotlin_classpath() -> str:
+    built = subprocess.run(["bash", str(ROOT / "android_demo" / "jvm-test.sh"), "--build"], capture_output=True,
+                           text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    return built.stdout.strip().splitlines()[-1]
+
+
+def _with_actual(bundle: Path, actual: np.ndarray) -> Path:
+    np.save(bundle / "actual.npy", np.ascontiguousarray(actual, dtype="<f4"))
+    return bundle
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def bundles(r1_run, r1_converted, r2_run, r2_converted, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("crosscheck")
+    r1 = {m.recipe: m for m in r1_converted.models}
+    r2 = {m.recipe: m for m in r2_converted.models}
+    made = []
+
+    def bundle(run, model, name):
+        return verify(run / "model.keras", model.path, root / name).bundle
+
+    def actual_of(b: Path, model_path: Path) -> np.ndarray:
+        return Runner(model_path).run(parity.read_bundle(b).inputs)["forecast"]
+
+    b = bundle(r2_run, r2["float32"], "pass-r2-float32")
+    made.append(_with_actual(b, actual_of(b, r2["float32"].path)))
+    b = bundle(r1_run, r1["int8"], "pass-r1-int8")
+    made.append(_with_actual(b, actual_of(b, r1["int8"].path)))
+    b = bundle(r2_run, r2["android-gpu"], "pass-r2-android-gpu")
+    made.append(_with_actual(b, actual_of(b, r2["android-gpu"].path)))
+    # A float32 bundle checked against the int8 model's outputs: tolerance failures.
+    b = bundle(r1_run, r1["float32"], "fail-r1-float32-vs-int8")
+    made.append(_with_actual(b, actual_of(b, r1["int8"].path)))
+    # NaN in the converted outputs.
+    good = made[0]
+    nan = _copy(good, root / "fail-nan")
+    a = np.load(nan / "actual.npy")
+    a[2, 1] = np.nan
+    made.append(_with_actual(nan, a))
+    # Malformed bundles.
+    cut = _copy(good, root / "bad-truncated-npy")
+    (cut / "expected.npy").write_bytes((cut / "expected.npy").read_bytes()[:-5])
+    made.append(cut)
+    f64 = _copy(good, root / "bad-dtype")
+    np.save(f64 / "expected.npy", np.load(f64 / "expected.npy").astype(np.float64))
+    made.append(f64)
+    shape = _copy(good, root / "bad-shape")
+    np.save(shape / "expected.npy", np.load(shape / "expected.npy")[:-1])
+    made.append(shape)
+    key = _copy(good, root / "bad-manifest-key")
+    m = json.loads((key / "manifest.json").read_text())
+    del m["tolerances"]
+    (key / "manifest.json").write_text(json.dumps(m))
+    made.append(key)
+    return made
+
+
+def _python_verdict(b: Path) -> dict:
+    try:
+        bundle = parity.read_bundle(b)
+    except ParityError as e:
+        return {"error": str(e)}
+    first = bundle.manifest["outputs"][0]["name"]
+    rep = parity.compare(bundle.expected, {first: np.load(b / "actual.npy")}, bundle.tolerances, bundle.targets,
+                         bundle.task)
+    return {"passed": rep.passed, "samples": rep.samples, "max_abs_error": rep.max_abs_error,
+            "failures": len(rep.failures), "task_delta": rep.task.relative_delta if rep.task else None}
+
+
+def test_kotlin_reaches_python_verdicts(kotlin_classpath, bundles):
+    assert len(bundles) >= 6
+    out = subprocess.run(["java", "-cp", kotlin_classpath, "dev.gruedge.demo.parity.CrossCheck",
+                          *map(str, bundles)], capture_output=True, text=True, check=True).stdout
+    kotlin = [json.loads(line) for line in out.strip().splitlines()]
+    assert [k["bundle"] for k in kotlin] == [b.name for b in bundles]
+    verdicts = {}
+    for b, k in zip(bundles, kotlin):
+        py = _python_verdict(b)
+        if "error" in py:
+            assert "error" in k, (b.name, k)
+            verdicts[b.name] = "error"
+            continue
+        assert "error" not in k, (b.name, k)
+        assert k["passed"] == py["passed"] and k["samples"] == py["samples"], (b.name, k, py)
+        assert k["failures"] == py["failures"], (b.name, k, py)
+        if math.isfinite(py["max_abs_error"]):
+            assert abs(k["max_abs_error"] - py["max_abs_error"]) <= 1e-6, (b.name, k, py)
+        else:
+            assert k["max_abs_error"] is None
+        if py["task_delta"] is not None and math.isfinite(py["task_delta"]):
+            assert abs(k["task_delta"] - py["task_delta"]) <= 1e-6, (b.name, k, py)
+        verdicts[b.name] = "pass" if py["passed"] else "fail"
+    assert verdicts == {"pass-r2-float32": "pass", "pass-r1-int8": "pass", "pass-r2-android-gpu": "pass",
+                        "fail-r1-float32-vs-int8": "fail", "fail-nan": "fail", "bad-truncated-npy": "error",
+                        "bad-dtype": "error", "bad-shape": "error", "bad-manifest-key": "error"}
+
+
+@pytest.mark.parametrize("name, message", [
+    ("bad-truncated-npy", "expected.npy is truncated"),
+    ("bad-dtype", "expected.npy has dtype '<f8'"),
+    ("bad-shape", "expected.npy has shape [61, 3]"),
+    ("bad-manifest-key", "manifest.json misses required key(s): tolerances"),
+])
+def test_kotlin_rejects_malformed_bundles_clearly(kotlin_classpath, bundles, name, message):
+    b = next(b for b in bundles if b.name == name)
+    out = subprocess.run(["java", "-cp", kotlin_classpath, "dev.gruedge.demo.parity.CrossCheck", str(b)],
+                         capture_output=True, text=True, check=True).stdout
+    assert message in json.loads(out)["error"]
