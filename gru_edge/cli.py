@@ -303,6 +303,34 @@ def bench(model, to, threads, iterations, rounds, as_json, log):
     click.echo(result.markdown())
 
 
+# ---- android ----------------------------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--bundle", "bundle", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Parity bundle made for this model (gru-edge verify ... -o DIR)")
+@click.option("--demo", type=click.Path(file_okay=False, path_type=Path), default="android_demo", show_default=True,
+              help="The Android demo project")
+@command
+def android(model, bundle, demo, as_json, log):
+    """Check a model against the demo's pinned LiteRT and GPU rules, then copy it, its sidecar and bundle in.
+
+    Example:
+
+      gru-edge android out/model.android-gpu.tflite --bundle bundles/android-gpu --demo android_demo
+    """
+    from gru_edge.android import install
+
+    result = install(model, bundle, demo)
+    if as_json:
+        return _emit_json(result.to_dict())
+    click.echo(f"{demo / 'app/src/main/assets'}: {', '.join(result.assets)}")
+    click.echo(f"LiteRT pinned by the demo: {result.litert_pinned} (model loaded with ai-edge-litert "
+               f"{result.litert_checked})")
+    for w in result.warnings:
+        click.echo(f"warning: {w}")
+
+
 # ---- quickstart -------------------------------------------------------------------------------------------------
 
 @cli.command(context_settings=CONTEXT)

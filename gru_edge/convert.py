@@ -158,9 +158,11 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
         "tool": f"gru-edge {__version__}",
         "model_file": target.name,
         "recipe": recipe.to_dict(),
-        "source_model": {"path": str(model_path.resolve()), "sha256": sha256_file(model_path)},
+        "source_model": {"path": str(model_path), "sha256": sha256_file(model_path)},
         "signature": sig.to_dict(),
         "signatures": [s.key for s in info.signatures],
+        "step_signature": info.signature("step").to_dict() if any(s.key == "step" for s in info.signatures)
+        else None,
         "gpu": recipe.to_dict()["gpu"],
         "scaling": card["transform"] if card else None,
         "task": card["task"] if card else None,

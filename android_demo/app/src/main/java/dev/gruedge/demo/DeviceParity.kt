@@ -1,0 +1,43 @@
+package dev.gruedge.demo
+
+import android.content.res.AssetManager
+import dev.gruedge.demo.parity.Bundle
+import dev.gruedge.demo.parity.Json
+import dev.gruedge.demo.parity.Parity
+import dev.gruedge.demo.parity.ParityReport
+
+/** What `gru-edge android` put in the assets: the model, its sidecar and the parity bundle. */
+object DemoAssets {
+    const val MODEL = "model.tflite"
+    const val SIDECAR = "model.json"
+    const val BUNDLE_DIR = "bundle"
+
+    fun bundle(assets: AssetManager): Bundle =
+        Bundle.load { name -> assets.open("$BUNDLE_DIR/$name").use { it.readBytes() } }
+
+    fun sidecar(assets: AssetManager): Map<*, *> =
+        Json.parse(assets.open(SIDECAR).use { String(it.readBytes(), Charsets.UTF_8) }) as Map<*, *>
+}
+
+/** One parity run on one accelerator: the verdict, its figures, and what ran. */
+data class DeviceResult(
+    val requested: String,
+    val accelerator: String,
+    val note: String,
+    val report: ParityReport,
+    val medianMicros: Double,
+)
+
+object DeviceParity {
+    /** Runs the bundle's inputs through the model on the requested accelerator and checks the manifest's limits. */
+    fun run(assets: AssetManager, bundle: Bundle, wantGpu: Boolean, cpuFallback: Boolean = true): DeviceResult {
+        ModelRunner.open(assets, DemoAssets.MODEL, wantGpu, cpuFallback).use { runner ->
+            val outputs = runner.runAll(bundle.inputs)
+            val first = bundle.manifest.outputs.first().name
+            val report = Parity.compare(bundle.expected, mapOf(first to outputs), bundle.manifest.tolerances,
+                bundle.targets, bundle.manifest.task)
+            val latency = runner.medianMicros(bundle.inputs.row(0))
+            return DeviceResult(if (wantGpu) "GPU" else "CPU", runner.accelerator, runner.note, report, latency)
+        }
+    }
+}

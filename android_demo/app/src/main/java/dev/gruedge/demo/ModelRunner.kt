@@ -1,0 +1,92 @@
+package dev.gruedge.demo
+
+import android.content.res.AssetManager
+import com.google.ai.edge.litert.Accelerator
+import com.google.ai.edge.litert.CompiledModel
+import com.google.ai.edge.litert.LiteRtException
+import dev.gruedge.demo.parity.FloatTensor
+
+/**
+ * A model compiled with LiteRT's CompiledModel API on one accelerator. [accelerator] is the one that actually
+ * runs it: when the GPU was asked for and cannot take the model, the runner falls back to the CPU (if the recipe
+ * allows) and [note] says why.
+ */
+class ModelRunner private constructor(
+    private val model: CompiledModel,
+    val accelerator: String,
+    val note: String,
+) : AutoCloseable {
+
+    companion object {
+        const val SERVE = "serving_default"
+        const val STEP = "step"
+
+        fun open(assets: AssetManager, modelAsset: String, wantGpu: Boolean, cpuFallback: Boolean): ModelRunner {
+            if (!wantGpu) return ModelRunner(cpu(assets, modelAsset), "CPU", "")
+            return try {
+                // GPU alone, no CPU in the list: if this succeeds every op runs on the GPU.
+                ModelRunner(CompiledModel.create(assets, modelAsset, CompiledModel.Options(Accelerator.GPU)), "GPU",
+                    "")
+            } catch (e: LiteRtException) {
+                if (!cpuFallback) throw e
+                ModelRunner(cpu(assets, modelAsset), "CPU", "GPU unavailable, ran on CPU: ${e.message}")
+            }
+        }
+
+        private fun cpu(assets: AssetManager, modelAsset: String) =
+            CompiledModel.create(assets, modelAsset, CompiledModel.Options(Accelerator.CPU))
+    }
+
+    private val inputs = model.createInputBuffers(SERVE)
+    private val outputs = model.createOutputBuffers(SERVE)
+
+    /** Runs one sequence (batch 1, [T * F] floats) and returns the output vector. */
+    fun run(sequence: FloatArray): FloatArray {
+        inputs[0].writeFloat(sequence)
+        model.run(inputs, outputs, SERVE)
+        return outputs[0].readFloat()
+    }
+
+    /** Runs every row of [batch] ([N, T, F]) and returns the outputs as [N, O]. */
+    fun runAll(batch: FloatTensor): FloatTensor {
+        val rows = (0 until batch.rows).map { run(batch.row(it)) }
+        val width = rows.firstOrNull()?.size ?: 0
+        val data = FloatArray(rows.size * width)
+        rows.forEachIndexed { i, r -> r.copyInto(data, i * width) }
+        return FloatTensor(intArrayOf(rows.size, width), data)
+    }
+
+    /** Median latency in microseconds after [warmup] runs (the first runs include GPU shader compilation). */
+    fun medianMicros(sequence: FloatArray, warmup: Int = 20, runs: Int = 100): Double {
+        repeat(warmup) { run(sequence) }
+        val times = LongArray(runs) {
+            val start = System.nanoTime()
+            run(sequence)
+            System.nanoTime() - start
+        }
+        times.sort()
+        return times[runs / 2] / 1000.0
+    }
+
+    /** Streaming: one time step through the `step` signature with explicit states. */
+    inner class Stream(private val stateSizes: List<Int>) {
+        private val stepInputs = model.createInputBuffers(STEP)
+        private val stepOutputs = model.createOutputBuffers(STEP)
+        private var states = stateSizes.map { FloatArray(it) }
+
+        fun reset() {
+            states = stateSizes.map { FloatArray(it) }
+        }
+
+        /** Feeds one frame ([F] floats) and returns the prediction after it. */
+        fun push(frame: FloatArray): FloatArray {
+            stepInputs[0].writeFloat(frame)
+            states.forEachIndexed { i, s -> stepInputs[i + 1].writeFloat(s) }
+            model.run(stepInputs, stepOutputs, STEP)
+            states = states.indices.map { stepOutputs[it + 1].readFloat() }
+            return stepOutputs[0].readFloat()
+        }
+    }
+
+    override fun close() = model.close()
+}

@@ -1,0 +1,104 @@
+"""Copy a converted model, its sidecar and its parity bundle into the Android demo's assets, after checking them.
+
+No TensorFlow. The demo pins its LiteRT version in android_demo/gradle/libs.versions.toml; the model must load in
+LiteRT's standard runtime (the same LiteRT release on the desktop), use builtin ops only, pass gru-edge's GPU rules
+when its recipe asks for the GPU, and be the model the bundle was made with.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from gru_edge import gpu, parity, runtime, tflite_model
+from gru_edge.convert import load_sidecar, sidecar_file
+from gru_edge.errors import GruEdgeError
+from gru_edge.io import sha256_file
+
+ASSETS = Path("app/src/main/assets")
+BUNDLE_FILES = ("manifest.json", "inputs.npy", "expected.npy", "targets.npy")
+
+
+class AndroidError(GruEdgeError):
+    """The model, bundle or demo folder cannot be used for the Android demo."""
+
+
+@dataclass(frozen=True)
+class AndroidResult:
+    demo: Path
+    litert_pinned: str
+    litert_checked: str
+    assets: tuple[str, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return {"demo": str(self.demo), "litert_pinned": self.litert_pinned, "litert_checked": self.litert_checked,
+                "assets": list(self.assets), "warnings": list(self.warnings)}
+
+
+def pinned_litert(demo: Path) -> str:
+    catalog = demo / "gradle" / "libs.versions.toml"
+    if not catalog.is_file():
+        raise AndroidError(f"{demo} is not the gru-edge Android demo: {catalog} is missing.")
+    return tomllib.loads(catalog.read_text())["versions"]["litert"]
+
+
+def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
+    """Check ``model`` and ``bundle_dir`` against the demo's pinned LiteRT and GPU rules, then copy them in."""
+    model, bundle_dir, demo = Path(model), Path(bundle_dir), Path(demo)
+    pinned = pinned_litert(demo)
+    info = tflite_model.read(model)
+    if info.custom_ops:
+        raise AndroidError(f"{model.name} uses ops outside the TFLite builtins ({', '.join(info.custom_ops)}); "
+                           f"LiteRT {pinned} on Android cannot run them.")
+    try:
+        installed = version("ai-edge-litert")
+    except PackageNotFoundError:
+        installed = "unknown"
+    runtime.Runner(model)  # every op and op version must load in LiteRT's standard runtime
+    warnings = []
+    if installed.split(".")[:2] != pinned.split(".")[:2]:
+        warnings.append(f"checked with ai-edge-litert {installed}; the demo pins LiteRT {pinned}")
+    sidecar = load_sidecar(model)
+    if sidecar is None:
+        raise AndroidError(f"No sidecar {sidecar_file(model).name} beside {model.name}: the demo reads its GPU "
+                           "settings from it. Convert with 'gru-edge convert'.")
+    findings = gpu.check(info)
+    if findings and sidecar.get("gpu"):
+        listed = "; ".join(str(f) for f in findings[:5])
+        raise AndroidError(f"{model.name}'s recipe asks for the GPU but {len(findings)} op(s) break the GPU rules: "
+                           f"{listed}.")
+    if findings:
+        warnings.append(f"{len(findings)} GPU finding(s): the demo's GPU run will fall back to the CPU")
+    bundle = parity.read_bundle(bundle_dir)
+    if bundle.manifest["model"]["sha256"] != sha256_file(model):
+        raise AndroidError(f"The bundle in {bundle_dir} was made for {bundle.manifest['model']['file']}, not for "
+                           f"{model.name} (sha256 differs). Make it with 'gru-edge verify MODEL.keras {model.name} "
+                           "-o DIR'.")
+
+    assets = demo / ASSETS
+    assets.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".gru-edge-assets-", dir=assets))
+    try:
+        shutil.copyfile(model, staging / "model.tflite")
+        (staging / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        (staging / "bundle").mkdir()
+        for name in BUNDLE_FILES:
+            if (bundle_dir / name).is_file():
+                shutil.copyfile(bundle_dir / name, staging / "bundle" / name)
+        for name in ("model.tflite", "model.json", "bundle"):
+            target = assets / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            (staging / name).rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    copied = ["model.tflite", "model.json"] + [f"bundle/{p.name}" for p in sorted((assets / "bundle").iterdir())]
+    return AndroidResult(demo, pinned, installed, tuple(copied), tuple(warnings))

@@ -1,0 +1,83 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gru_edge import parity, tflite_model
+from gru_edge.android import AndroidError, install, pinned_litert
+from gru_edge.cli import cli
+from gru_edge.verify import verify
+
+DEMO = Path(__file__).resolve().parent.parent / "android_demo"
+ASSETS = DEMO / "app" / "src" / "main" / "assets"
+
+
+@pytest.fixture
+def demo_copy(tmp_path) -> Path:
+    demo = tmp_path / "android_demo"
+    shutil.copytree(DEMO, demo, ignore=shutil.ignore_patterns("assets"))
+    return demo
+
+
+@pytest.fixture(scope="module")
+def gpu_model_and_bundle(r1_run, r1_converted, tmp_path_factory):
+    model = next(m for m in r1_converted.models if m.recipe == "android-gpu")
+    bundle = verify(r1_run / "model.keras", model.path, tmp_path_factory.mktemp("b") / "bundle").bundle
+    return model.path, bundle
+
+
+def test_committed_default_model_and_bundle_verify_on_desktop():
+    side = json.loads((ASSETS / "model.json").read_text())
+    assert side["recipe"]["name"] == "android-gpu" and side["gpu"]["precision"] == "fp16"
+    assert side["signatures"] == ["serving_default", "step"] and side["step_signature"]["inputs"][1]["name"] == \
+        "state_0"
+    report = parity.check_bundle(ASSETS / "bundle", ASSETS / "model.tflite")
+    assert report.passed and report.samples == 28 and report.streaming["passed"]
+    assert report.notes == ()  # the committed bundle was made for the committed model (same sha256)
+
+
+def test_demo_pins_litert_2x():
+    assert pinned_litert(DEMO).startswith("2.")
+
+
+def test_android_fills_the_assets(demo_copy, gpu_model_and_bundle):
+    model, bundle = gpu_model_and_bundle
+    result = CliRunner().invoke(cli, ["android", str(model), "--bundle", str(bundle), "--demo", str(demo_copy),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["assets"][:2] == ["model.tflite", "model.json"] and "bundle/manifest.json" in doc["assets"]
+    assets = demo_copy / "app" / "src" / "main" / "assets"
+    assert (assets / "model.tflite").read_bytes() == model.read_bytes()
+    assert parity.check_bundle(assets / "bundle", assets / "model.tflite").passed
+    assert not [p for p in assets.iterdir() if p.name.startswith(".")]
+
+
+def test_android_refuses_a_bundle_of_another_model(demo_copy, gpu_model_and_bundle, r1_converted):
+    _, bundle = gpu_model_and_bundle
+    other = next(m for m in r1_converted.models if m.recipe == "float32").path
+    with pytest.raises(AndroidError, match="was made for model.android-gpu.tflite, not for model.float32.tflite"):
+        install(other, bundle, demo_copy)
+    assert not (demo_copy / "app" / "src" / "main" / "assets" / "model.tflite").exists()
+
+
+def test_android_refuses_a_folder_that_is_not_the_demo(tmp_path, gpu_model_and_bundle):
+    model, bundle = gpu_model_and_bundle
+    result = CliRunner().invoke(cli, ["android", str(model), "--bundle", str(bundle), "--demo", str(tmp_path)])
+    assert result.exit_code == 1 and "is not the gru-edge Android demo" in result.stderr
+
+
+def test_android_needs_the_sidecar(demo_copy, gpu_model_and_bundle, tmp_path):
+    model, bundle = gpu_model_and_bundle
+    lone = tmp_path / "lone.tflite"
+    shutil.copy(model, lone)
+    with pytest.raises(AndroidError, match="No sidecar lone.json"):
+        install(lone, bundle, demo_copy)
+
+
+def test_demo_model_passes_the_gpu_rules():
+    from gru_edge import gpu
+
+    assert gpu.check(tflite_model.read(ASSETS / "model.tflite")) == []
