@@ -138,28 +138,70 @@ def recipes_cmd(as_json, log):
                       [[r.name, r.quantization, r.gpu.precision if r.gpu else "-", r.description] for r in found]))
 
 
+def _budget(ctx, param, value):
+    if value is None:
+        return None
+    from gru_edge.budget import parse_budget
+
+    try:
+        return parse_budget(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a budget; give a relative change such as 1% or 0.01.") from None
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--to", "to", required=True, help="Recipe names or .toml paths, comma-separated (see 'gru-edge recipes')")
+@click.option("--to", "to", help="Recipe names or .toml paths, comma-separated (see 'gru-edge recipes')")
+@click.option("--budget", callback=_budget,
+              help="Keep the smallest model whose held-out task metric changes by at most this much (e.g. 1%); "
+                   "--to then lists the candidates")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for model.RECIPE.tflite and model.RECIPE.json")
 @command
-def convert(model, to, out_dir, as_json, log):
+def convert(model, to, budget, out_dir, as_json, log):
     """Convert a trained .keras GRU to one .tflite per recipe, builtin ops only.
 
-    Example:
+    Examples:
 
       gru-edge convert runs/airline/model.keras --to float32,int8,android-gpu -o out
+
+      gru-edge convert runs/airline/model.keras --budget 1% -o out
     """
+    names = [t.strip() for t in to.split(",") if t.strip()] if to else None
+    if budget is not None:
+        return _convert_with_budget(model, names, budget, out_dir, as_json, log)
+    if not names:
+        raise click.UsageError("Give --to RECIPE[,RECIPE...] or --budget.")
     from gru_edge.convert import convert as run_convert
 
-    result = run_convert(model, [t.strip() for t in to.split(",") if t.strip()], out_dir, log=log)
+    result = run_convert(model, names, out_dir, log=log)
     if as_json:
         return _emit_json(result.to_dict())
     click.echo(_table(["recipe", "file", "size", "weights", "ops"],
                       [[m.recipe, str(m.path), f"{m.size_bytes / 1024:.1f} KiB", f"{m.weight_bytes / 1024:.1f} KiB",
                         str(sum(m.ops.values()))] for m in result.models]))
     click.echo(f"converted in {result.seconds:.1f} s")
+
+
+def _convert_with_budget(model, names, budget, out_dir, as_json, log):
+    from gru_edge.budget import search
+
+    result = search(model, budget, out_dir, names, log=log)
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        click.echo(_table(["try", "recipe", "size", "max abs error", "task metric change", "within budget"],
+                          [[str(i), t.recipe, f"{t.size_bytes / 1024:.1f} KiB", _fmt_err(t.max_abs_error),
+                            _fmt_delta(t.task_delta), "yes" if t.accepted else "no"]
+                           for i, t in enumerate(result.tries, start=1)]))
+    if result.chosen is None:
+        best = min((t for t in result.tries if t.task_delta is not None), key=lambda t: abs(t.task_delta),
+                   default=None)
+        hint = f" The closest was {best.recipe} ({best.task_delta:+.2%})." if best else ""
+        raise click.ClickException(f"No candidate stays within the {budget:.2%} budget ({len(result.tries)} tried)."
+                                   f"{hint} Raise the budget or add larger recipes to --to.")
+    if not as_json:
+        click.echo(f"kept {result.chosen.recipe}: {result.chosen.path} ({result.chosen.size_bytes / 1024:.1f} KiB)")
 
 
 # ---- verify -----------------------------------------------------------------------------------------------------
@@ -202,8 +244,9 @@ def _render_report(report, header: str) -> None:
               help="Write a parity bundle to this folder")
 @click.option("--accelerator", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="gpu: run through LiteRT's CompiledModel GPU accelerator (exit 3 when no GPU is usable)")
+@click.option("--explain", is_flag=True, help="int8: rank the quantized ops by their error against float")
 @command
-def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, as_json, log):
+def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, as_json, log):
     """Check a .tflite gives the original model's outputs; exit 0 pass, 1 fail, 3 no GPU.
 
     Examples:
@@ -215,8 +258,9 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, as_json, 
       gru-edge verify runs/airline/model.keras out/model.android-gpu.tflite --accelerator gpu
     """
     if bundle is not None:
-        if models or recipe or out_dir:
-            raise click.UsageError("--bundle takes no MODEL arguments, --recipe or -o; use --model to pick a .tflite.")
+        if models or recipe or out_dir or explain:
+            raise click.UsageError("--bundle takes no MODEL arguments, --recipe, -o or --explain; use --model to "
+                                   "pick a .tflite.")
         from gru_edge.parity import check_bundle
 
         report = check_bundle(bundle, bundle_model, accelerator=accelerator)
@@ -233,10 +277,25 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, as_json, 
         header = f"{models[1]} vs {models[0]} (recipe {result.recipe}; {result.samples.source})"
         if result.bundle:
             header += f"\nbundle: {result.bundle}"
+        if explain:
+            from gru_edge.convert import explain as rank_ops, load_sidecar
+            from gru_edge.recipes import Recipe
+
+            sidecar = load_sidecar(models[1])
+            if sidecar is None:
+                raise click.UsageError("--explain needs the model's sidecar (its recipe) beside the .tflite.")
+            log("ranking the quantized ops with TensorFlow's quantization debugger (child process)")
+            doc["explain"] = rank_ops(models[0], Recipe.from_dict(sidecar["recipe"]))
     if as_json:
         _emit_json(doc)
     else:
         _render_report(report, header)
+        if doc.get("explain"):
+            ranked = doc["explain"]
+            click.echo(f"ops ranked by quantization error (rmse / scale, in quantization steps), worst {min(10, len(ranked))}"
+                       f" of {len(ranked)}:")
+            for r in ranked[:10]:
+                click.echo(f"  {r['rmse_over_scale']:8.3f}  {r['op']:<16} {r['tensor'][:70]}")
     sys.exit(0 if report.passed else 1)
 
 

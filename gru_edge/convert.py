@@ -93,19 +93,48 @@ def convert(model_path: Path, recipe_names: list[str], out_dir: Path, log=lambda
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gru-edge-convert-") as scratch:
-        request = Path(scratch) / "request.json"
-        request.write_text(json.dumps({"model": str(model_path.resolve()), "scratch": scratch,
-                                       "windows": str(windows) if windows.is_file() else None,
-                                       "input_range": [card["input_range"]["min"], card["input_range"]["max"]]
-                                       if card else None,
-                                       "recipes": [r.to_dict() for r in chosen]}))
         log(f"converting {model_path} to {', '.join(names)} (TensorFlow converter in a child process)")
-        proc = subprocess.run([sys.executable, "-m", "gru_edge.convert_worker", str(request)],
-                              capture_output=True, text=True)
+        proc = _run_worker(model_path, chosen, card, scratch)
         done = _read_events(proc, {r.name: r for r in chosen})
         results = [_finish(r, Path(done[r.name]["file"]), done[r.name], model_path, out_dir, card, log)
                    for r in chosen]
     return ConversionResult(model_path, out_dir, tuple(results), round(time.perf_counter() - started, 2))
+
+
+def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, scratch: str,
+                explain: bool = False) -> subprocess.CompletedProcess:
+    windows = Path(model_path).parent / WINDOWS
+    request = Path(scratch) / "request.json"
+    request.write_text(json.dumps({"model": str(Path(model_path).resolve()), "scratch": scratch, "explain": explain,
+                                   "windows": str(windows) if windows.is_file() else None,
+                                   "input_range": [card["input_range"]["min"], card["input_range"]["max"]]
+                                   if card else None,
+                                   "recipes": [r.to_dict() for r in chosen]}))
+    return subprocess.run([sys.executable, "-m", "gru_edge.convert_worker", str(request)], capture_output=True,
+                          text=True)
+
+
+def explain(model_path: Path, recipe: Recipe) -> list[dict]:
+    """Rank the quantized ops of ``recipe``'s graph by their error against float (TensorFlow's debugger), worst
+    first."""
+    if recipe.quantization != "int8":
+        raise ConversionError(f"--explain ranks the ops of full-integer int8 models; recipe '{recipe.name}' is "
+                              f"{recipe.quantization} (TensorFlow's quantization debugger handles int8 only).")
+    card = load_card(model_path)
+    if card is None:
+        raise ConversionError(f"--explain needs the training card and {WINDOWS} beside {Path(model_path).name} "
+                              "(calibration and debug data).")
+    with tempfile.TemporaryDirectory(prefix="gru-edge-explain-") as scratch:
+        proc = _run_worker(model_path, [recipe], card, scratch, explain=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event["event"] == "explain":
+                return event["ops"]
+            if event["event"] == "error":
+                raise ConversionError(event["message"])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise ConversionError(f"The quantization debugger exited with status {proc.returncode}: {tail[:300]}")
 
 
 def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) -> dict[str, dict]:

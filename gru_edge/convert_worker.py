@@ -101,7 +101,11 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if q == "int8" else
                                           tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
+        if recipe.float_fallback > 0:
+            return _selective(tf, conv, cal, recipe.float_fallback), n_cal
         return conv.convert(), n_cal
+    except GruEdgeError:
+        raise
     except Exception as e:
         text = str(e)
         flex = sorted(set(re.findall(r"\btf\.([A-Za-z0-9_]+)", text)))
@@ -111,6 +115,39 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
                                   "Use lowering = \"gru-edge\" (the default).") from None
         first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.strip()[:300])
         raise ConversionError(f"Recipe '{recipe.name}': the TFLite converter failed: {first[:300]}") from None
+
+
+def _debugger(tf, conv, windows: np.ndarray, denylist: list[str] | None = None):
+    """TensorFlow's quantization debugger over the converter; it compares each quantized op with float."""
+    data = lambda: ([windows[i: i + 1].astype(np.float32)] for i in range(len(windows)))  # noqa: E731
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist) if denylist else None
+    return tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data, debug_options=options)
+
+
+def op_errors(tf, conv, windows: np.ndarray) -> list[dict]:
+    """Every quantized op with its error against float, worst first (rmse / scale: error in quantization steps)."""
+    import csv
+    import io
+
+    debugger = _debugger(tf, conv, windows)
+    debugger.run()
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    rows = []
+    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+        scale = float(r["scale"] or 0) or 1.0
+        rows.append({"op": r["op_name"], "tensor": r["tensor_name"], "rmse_over_scale":
+                     float(np.sqrt(float(r["mean_squared_error"]))) / scale,
+                     "mean_squared_error": float(r["mean_squared_error"]),
+                     "max_abs_error": float(r["max_abs_error"])})
+    return sorted(rows, key=lambda r: (-r["rmse_over_scale"], r["tensor"]))
+
+
+def _selective(tf, conv, windows: np.ndarray, share: float) -> bytes:
+    """Keep the ``share`` of quantized ops with the largest error in float; quantize the rest."""
+    ranked = op_errors(tf, conv, windows)
+    keep = [r["tensor"] for r in ranked[: max(1, round(share * len(ranked)))]]
+    return _debugger(tf, conv, windows, keep).get_nondebug_quantized_model()
 
 
 def main(request_path: str) -> int:
@@ -129,6 +166,16 @@ def main(request_path: str) -> int:
     except GruEdgeError as e:
         _emit(event="error", kind=type(e).__name__, message=str(e))
         return 3
+    if req.get("explain"):
+        recipe = Recipe.from_dict(req["recipes"][0])
+        conv = _converter(tf, keras_model, lowered, recipe)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        cal = _calibration(recipe, train_x, input_range)
+        conv.representative_dataset = lambda: ([cal[i: i + 1]] for i in range(len(cal)))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.float32
+        _emit(event="explain", ops=op_errors(tf, conv, cal))
+        return 0
     for raw in req["recipes"]:
         recipe = Recipe.from_dict(raw)
         _emit(recipe=recipe.name, event="start")

@@ -41,6 +41,7 @@ class Recipe:
     batch_size: int
     calibration_size: int
     streaming: bool
+    float_fallback: float  # share of the most error-prone quantized ops kept in float (int8 only)
     verify: Tolerances
     gpu: GpuSettings | None
     source: str
@@ -54,7 +55,9 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
-        return cls(**(d | {"verify": Tolerances(**d["verify"]),
+        """The inverse of to_dict; keys added since a sidecar was written take their defaults."""
+        defaults = {k: v for k, (_, v) in _SCHEMA["convert"].items() if v is not ...}
+        return cls(**(defaults | d | {"verify": Tolerances(**d["verify"]),
                            "gpu": GpuSettings(**d["gpu"]) if d.get("gpu") else None}))
 
 
@@ -62,7 +65,8 @@ class Recipe:
 _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "": {"description": (str, ...)},
     "convert": {"quantization": (str, ...), "lowering": (str, "gru-edge"), "unroll": (bool, True),
-                "batch_size": (int, 1), "calibration_size": (int, 200), "streaming": (bool, False)},
+                "batch_size": (int, 1), "calibration_size": (int, 200), "streaming": (bool, False),
+                "float_fallback": (float, 0.0)},
     "gpu": {"precision": (str, "fp16"), "fallback": (str, "cpu")},
     "verify": {"atol": (float, ...), "rtol": (float, ...), "min_psnr_db": (float, ...),
                "max_task_metric_delta": (float, ...)},
@@ -149,6 +153,11 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
                           "lowering = \"keras\" (TensorFlow's WHILE loop).")
     if conv["streaming"] and conv["lowering"] != "gru-edge":
         raise RecipeError(f"{where}: streaming = true needs lowering = \"gru-edge\" (it adds the step signature).")
+    if not 0.0 <= conv["float_fallback"] <= 1.0:
+        raise RecipeError(f"{where}: float_fallback must be between 0 and 1, got {conv['float_fallback']}.")
+    if conv["float_fallback"] and conv["quantization"] != "int8":
+        raise RecipeError(f"{where}: float_fallback applies to quantization = \"int8\" only (TensorFlow's "
+                          f"quantization debugger does not handle {conv['quantization']}).")
     if conv["calibration_size"] < 1:
         raise RecipeError(f"{where}: calibration_size must be at least 1, got {conv['calibration_size']}.")
     for key, value in ver.items():
@@ -165,5 +174,5 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
     return Recipe(name=name, description=top["description"], quantization=conv["quantization"],
                   lowering=conv["lowering"],
                   unroll=conv["unroll"], batch_size=conv["batch_size"], calibration_size=conv["calibration_size"],
-                  streaming=conv["streaming"],
+                  streaming=conv["streaming"], float_fallback=conv["float_fallback"],
                   verify=Tolerances(**ver), gpu=gpu, source=source)

@@ -1,0 +1,102 @@
+"""Budget mode: the smallest model whose verified task-metric change stays within a stated budget.
+
+Candidates are converted once, ordered by file size, and verified against the Keras original on the held-out
+windows, smallest first; int8 is also tried with its most error-prone ops kept in float (selective quantization).
+The first candidate whose relative task-metric change |delta| is within the budget is kept. Every try is reported.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gru_edge import convert as convert_mod, recipes
+from gru_edge.errors import ConversionError
+from gru_edge.io import atomic_write_bytes
+from gru_edge.model import load_card
+
+DEFAULT_CANDIDATES = ("int8", "dynamic-int8", "int16x8", "float16", "float32")
+FALLBACKS = (0.1, 0.25, 0.5)
+
+
+@dataclass(frozen=True)
+class Try:
+    recipe: str
+    size_bytes: int
+    task_delta: float | None
+    max_abs_error: float
+    accepted: bool
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    budget: float
+    chosen: convert_mod.ConvertedModel | None
+    tries: tuple[Try, ...]
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "chosen": self.chosen.to_dict() if self.chosen else None,
+                "tries": [t.to_dict() for t in self.tries]}
+
+
+def parse_budget(text: str) -> float:
+    """'1%' -> 0.01, '0.01' -> 0.01."""
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _fallback_recipe(base: recipes.Recipe, share: float, folder: Path) -> str:
+    v = base.verify
+    path = folder / f"{base.name}-float{round(share * 100)}.toml"
+    path.write_text(f'description = "{base.name} with the {share:.0%} most error-prone ops kept in float"\n'
+                    f'[convert]\nquantization = "{base.quantization}"\ncalibration_size = {base.calibration_size}\n'
+                    f'float_fallback = {share}\n[verify]\natol = {v.atol}\nrtol = {v.rtol}\n'
+                    f'min_psnr_db = {v.min_psnr_db}\nmax_task_metric_delta = {v.max_task_metric_delta}\n')
+    return str(path)
+
+
+def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str] | None = None,
+           fallbacks: tuple[float, ...] = FALLBACKS, log=lambda msg: None) -> BudgetResult:
+    """Convert, order by size, verify smallest first; copy the first within ``budget`` into ``out_dir``."""
+    from gru_edge.verify import verify
+
+    model_path = Path(model_path)
+    if load_card(model_path) is None:
+        raise ConversionError(f"Budget mode needs the training card beside {model_path.name}: the budget is a change "
+                              "of the task metric on the held-out windows.")
+    names = list(candidates or DEFAULT_CANDIDATES)
+    with tempfile.TemporaryDirectory(prefix="gru-edge-budget-") as tmp:
+        tmp = Path(tmp)
+        todo = list(names)
+        for name in names:
+            base = recipes.load(name)
+            if base.quantization == "int8" and base.lowering == "gru-edge" and not base.float_fallback:
+                todo += [_fallback_recipe(base, share, tmp) for share in fallbacks]
+        converted = convert_mod.convert(model_path, todo, tmp / "models", log=log)
+        tries: list[Try] = []
+        chosen = None
+        for m in sorted(converted.models, key=lambda m: m.size_bytes):
+            rep = verify(model_path, m.path).report
+            delta = rep.task.relative_delta if rep.task else None
+            finite = all(math.isfinite(o.max_abs_error) for o in rep.outputs)
+            ok = delta is not None and finite and abs(delta) <= budget
+            note = "" if finite else "non-finite outputs"
+            tries.append(Try(m.recipe, m.size_bytes, delta, rep.max_abs_error, ok, note))
+            log(f"  {m.recipe}: {m.size_bytes / 1024:.1f} KiB, task metric "
+                f"{'-' if delta is None else f'{delta:+.2%}'} -> {'within' if ok else 'outside'} {budget:.2%}")
+            if ok:
+                target = convert_mod.model_file(out_dir, m.recipe)
+                atomic_write_bytes(target, m.path.read_bytes())
+                atomic_write_bytes(convert_mod.sidecar_file(target), m.sidecar.read_bytes())
+                chosen = convert_mod.ConvertedModel(m.recipe, target, convert_mod.sidecar_file(target), m.size_bytes,
+                                                    m.weight_bytes, m.ops, m.seconds)
+                break
+    return BudgetResult(budget, chosen, tuple(tries))
