@@ -87,13 +87,15 @@ def cli():
 @click.option("--layers", type=click.IntRange(min=1, max=8), default=1, show_default=True, help="Stacked GRU layers")
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same weights")
+@click.option("--task", type=click.Choice(["regression", "classification"]), default="regression", show_default=True,
+              help="classification: --column holds class indices, --features are the inputs, softmax head")
 @click.option("--transform", help="none, log, diff, diffN or e.g. 'log,diff12' (default: dataset's; CSV: none)")
 @click.option("--test-size", type=click.IntRange(min=1), help="Values held out at the end (airline: 24; CSV: 20%)")
 @click.option("--season", type=click.IntRange(min=1), help="Season length for the seasonal-naive baseline")
 @click.option("-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder for model.keras and training.json")
 @command
-def train(data, column, features, window, horizon, units, layers, epochs, seed, transform, test_size, season,
+def train(data, column, features, window, horizon, units, layers, epochs, seed, task, transform, test_size, season,
           run_dir, as_json, log):
     """Train a GRU forecaster and report held-out RMSE beside naive baselines.
 
@@ -105,12 +107,16 @@ def train(data, column, features, window, horizon, units, layers, epochs, seed, 
 
     cfg = TrainConfig(data=data, column=column, features=tuple(f.strip() for f in features.split(",") if f.strip()),
                       window=window, horizon=horizon, units=units, layers=layers, epochs=epochs, seed=seed,
-                      transform=transform, test_size=test_size, season=season)
+                      task=task, transform=transform, test_size=test_size, season=season)
     result = train_model(cfg, run_dir, log=log)
     if as_json:
         return _emit_json(result.to_dict())
     m = result.card["metrics"]
     click.echo(f"model:     {result.model_path}\ncard:      {result.card_path}")
+    if task == "classification":
+        click.echo(f"held-out accuracy ({result.card['split']['heldout_windows']} windows): "
+                   f"{m['heldout_accuracy']:.2%} (majority class: {m['majority_class_accuracy']:.2%})")
+        return
     click.echo(f"held-out RMSE ({result.card['split']['heldout_windows']} windows, original units): "
                f"{m['heldout_rmse']:.3f}")
     click.echo(f"  naive:          {m['naive_rmse']:.3f}")
@@ -214,7 +220,9 @@ def _render_report(report, header: str) -> None:
     if report.task:
         t = report.task
         click.echo(f"  task {t.metric}: original {t.reference:.4g}, converted {t.converted:.4g} "
-                   f"({_fmt_delta(t.relative_delta)}) on {t.rows} held-out windows")
+                   f"({_fmt_delta(t.relative_delta)}, + is worse) on {t.rows} held-out windows")
+        if t.class_agreement is not None:
+            click.echo(f"  class agreement with the original: {t.class_agreement:.2%} of {report.samples} samples")
     if report.streaming:
         st = report.streaming
         click.echo(f"  step signature, one time step at a time: max abs error {_fmt_err(st['max_abs_error'])}, "

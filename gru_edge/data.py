@@ -200,6 +200,49 @@ def make_windows(series: Series, transform: Transform, window: int, horizon: int
     return Windows(x[train], y[train], x[test], y[test], starts[test])
 
 
+def class_labels(series: Series) -> np.ndarray:
+    """The target column as class indices 0..K-1; DataError unless it holds whole numbers >= 0."""
+    labels = series.values
+    if np.any(labels < 0) or np.any(labels != np.round(labels)):
+        bad = labels[(labels < 0) | (labels != np.round(labels))][0]
+        raise DataError(f"Column '{series.column}' holds {bad:g}; a classification target must hold class indices "
+                        "0, 1, 2, ...")
+    if len(np.unique(labels)) < 2:
+        raise DataError(f"Column '{series.column}' has a single class; classification needs at least two.")
+    return labels.astype(np.int64)
+
+
+def make_class_windows(series: Series, transform: Transform, window: int, test_size: int) -> Windows:
+    """Feature windows labelled with the class at their last step; held out when that step is in the tail."""
+    if not series.feature_names:
+        raise DataError("Classification needs --features: the input columns (the target column is the label).")
+    labels = class_labels(series)
+    table = ((series.features - transform.feature_mean) / transform.feature_std).astype(np.float32)
+    n, n_train = len(series), len(series) - test_size
+    ends = np.arange(window, n + 1)  # window covers [end - window, end), labelled at end - 1
+    x = np.stack([table[e - window: e] for e in ends]).astype(np.float32)
+    y = labels[ends - 1]
+    train, test = ends - 1 < n_train, ends - 1 >= n_train
+    if train.sum() < 2 or test.sum() < 1:
+        raise DataError(f"Too few rows: {n} values give {int(train.sum())} training and {int(test.sum())} held-out "
+                        f"windows for window {window} and {test_size} held out.")
+    return Windows(x[train], y[train].astype(np.float32)[:, None], x[test], y[test].astype(np.float32)[:, None],
+                   ends[test] - 1)
+
+
+def write_classification_csv(path: Path, rows: int = 600, seed: int = 0) -> Path:
+    """A generated sequence-classification task with a known answer: the label says whether the mean of feature
+    ``a`` over the last 6 steps is below -0.25 (0), between (1) or above 0.25 (2); ``b`` is noise."""
+    rng = np.random.default_rng(seed)
+    a = np.convolve(rng.normal(size=rows + 5), np.ones(3) / 3, mode="same")[:rows]
+    b = rng.normal(size=rows)
+    mean6 = np.array([a[max(0, i - 5): i + 1].mean() for i in range(rows)])
+    label = np.where(mean6 < -0.25, 0, np.where(mean6 > 0.25, 2, 1))
+    lines = ["step,a,b,label"] + [f"{i},{a[i]:.5f},{b[i]:.5f},{label[i]}" for i in range(rows)]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
 EDGE_CASES = ("all_zero", "train_min", "train_max", "step_min_to_max")
 
 

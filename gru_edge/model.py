@@ -33,6 +33,7 @@ class TrainConfig:
     batch_size: int = 16
     learning_rate: float = 3e-3
     seed: int = 0
+    task: str = "regression"  # or "classification": the target column holds class indices
     transform: str | None = None  # None: the dataset's default
     test_size: int | None = None  # None: the dataset's default
     season: int | None = None
@@ -62,16 +63,18 @@ def _resolve_defaults(cfg: TrainConfig, n: int) -> tuple[str, int, int | None]:
             cfg.season if cfg.season is not None else season)
 
 
-def build_model(window: int, n_features: int, units: int, layers: int, horizon: int):
-    """Return an uncompiled Keras GRU regressor: ``layers`` stacked GRU(units) then Dense(horizon)."""
+def build_model(window: int, n_features: int, units: int, layers: int, outputs: int, classes: bool = False):
+    """Return an uncompiled Keras GRU: ``layers`` stacked GRU(units), then Dense(outputs) (softmax for classes)."""
     import keras
 
     inputs = keras.Input((window, n_features), name="sequence")
     x = inputs
     for i in range(layers):
         x = keras.layers.GRU(units, return_sequences=i < layers - 1, name=f"gru_{i}")(x)
-    outputs = keras.layers.Dense(horizon, name="forecast")(x)
-    return keras.Model(inputs, outputs, name="gru_forecaster")
+    if classes:
+        return keras.Model(inputs, keras.layers.Dense(outputs, activation="softmax", name="classes")(x),
+                           name="gru_classifier")
+    return keras.Model(inputs, keras.layers.Dense(outputs, name="forecast")(x), name="gru_forecaster")
 
 
 def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
@@ -80,12 +83,21 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
                         ("layers", cfg.layers), ("epochs", cfg.epochs)):
         if value < 1:
             raise DataError(f"--{name} must be at least 1, got {value}.")
+    if cfg.task not in ("regression", "classification"):
+        raise DataError(f"Unknown task '{cfg.task}'. Supported: regression, classification.")
+    classify = cfg.task == "classification"
     series = data.load_series(cfg.data, cfg.column, cfg.features)
     spec, test_size, season = _resolve_defaults(cfg, len(series))
+    if classify:
+        spec, season = "none", None  # labels are not transformed; there is no seasonal forecast
     if test_size >= len(series):
         raise DataError(f"--test-size {test_size} leaves no training data in a series of {len(series)} values.")
     transform = data.fit_transform(series, len(series) - test_size, spec)
-    win = data.make_windows(series, transform, cfg.window, cfg.horizon, test_size)
+    if classify:
+        win = data.make_class_windows(series, transform, cfg.window, test_size)
+        n_classes = int(data.class_labels(series).max()) + 1
+    else:
+        win = data.make_windows(series, transform, cfg.window, cfg.horizon, test_size)
 
     with quiet_tensorflow():
         import keras
@@ -93,8 +105,10 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_model(cfg.window, win.train_x.shape[2], cfg.units, cfg.layers, cfg.horizon)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
+    model = build_model(cfg.window, win.train_x.shape[2], cfg.units, cfg.layers,
+                        n_classes if classify else cfg.horizon, classes=classify)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss="sparse_categorical_crossentropy" if classify else "mse")
     log(f"training {cfg.layers}x GRU({cfg.units}) on {len(win.train_x)} windows for {cfg.epochs} epochs")
     started = time.perf_counter()
     history = model.fit(win.train_x, win.train_y, epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True,
@@ -102,14 +116,19 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     seconds = time.perf_counter() - started
 
     pred = model.predict(win.test_x, verbose=0)
-    truth = data.truth(series, win.test_first_target, cfg.horizon)
-    metrics = {
-        "heldout_rmse": data.rmse(transform.to_original(pred, series, win.test_first_target), truth),
-        "naive_rmse": data.rmse(data.naive_forecast(series, win.test_first_target, cfg.horizon), truth),
-        "final_train_loss": float(history.history["loss"][-1]),
-        "train_seconds": round(seconds, 2),
-        "units": "original",
-    }
+    if classify:
+        labels = win.test_y[:, 0].astype(np.int64)
+        majority = np.bincount(win.train_y[:, 0].astype(np.int64)).argmax()
+        metrics = {"heldout_accuracy": float(np.mean(pred.argmax(axis=1) == labels)),
+                   "majority_class_accuracy": float(np.mean(labels == majority)), "classes": n_classes}
+        task = {"kind": "classification", "metric": "accuracy", "classes": n_classes}
+    else:
+        truth = data.truth(series, win.test_first_target, cfg.horizon)
+        metrics = {"heldout_rmse": data.rmse(transform.to_original(pred, series, win.test_first_target), truth),
+                   "naive_rmse": data.rmse(data.naive_forecast(series, win.test_first_target, cfg.horizon), truth),
+                   "units": "original"}
+        task = {"kind": "regression", "metric": "rmse"}
+    metrics |= {"final_train_loss": float(history.history["loss"][-1]), "train_seconds": round(seconds, 2)}
     if season:
         metrics["seasonal_naive_rmse"] = data.rmse(
             data.seasonal_naive_forecast(series, win.test_first_target, cfg.horizon, season), truth)
@@ -125,7 +144,7 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     os.replace(run_dir / (WINDOWS + ".tmp"), run_dir / WINDOWS)
     card = {
         "format": "gru-edge-training/1",
-        "task": {"kind": "regression", "metric": "rmse"},
+        "task": task,
         "data": {"source": series.source, "sha256": series.sha256, "rows": len(series), "column": series.column,
                  "features": list(series.feature_names)},
         "window": cfg.window, "horizon": cfg.horizon, "n_features": int(win.train_x.shape[2]),

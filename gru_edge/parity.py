@@ -46,7 +46,8 @@ class TaskStats:
     rows: int
     reference: float  # the original model's metric on the rows with targets
     converted: float
-    relative_delta: float  # (converted - reference) / reference; positive means worse
+    relative_delta: float  # relative change for the worse: RMSE up, or accuracy down
+    class_agreement: float | None = None  # classification: share of samples where both pick the same class
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,6 +193,14 @@ def _task(expected, actual, targets, task: Task, notes: list[str]) -> TaskStats 
     if not rows.any():
         notes.append("no sample has a target: the task-metric delta was not computed")
         return None
+    if task.metric == "accuracy":
+        # Classes: accuracy of the argmax on rows with a (one-hot) target; delta is the relative accuracy lost.
+        truth = t[rows].argmax(axis=1)
+        ref = float(np.mean(e[rows].argmax(axis=1) == truth))
+        conv = float(np.mean(a[rows].argmax(axis=1) == truth))
+        delta = (ref - conv) / ref if ref > 0 else (0.0 if conv == ref else math.inf)
+        agreement = float(np.mean(a.argmax(axis=1) == e.argmax(axis=1)))
+        return TaskStats(task.metric, int(rows.sum()), ref, conv, delta, agreement)
     m = lambda v: v[rows] * task.scale + task.offset  # noqa: E731
     ref, conv = _rmse(m(e), m(t)), _rmse(m(a), m(t))
     delta = (conv - ref) / ref if ref > 0 else (0.0 if conv == 0 else math.inf)

@@ -41,6 +41,8 @@ def make_samples(model_path: Path, card: dict | None, time_steps: int, features:
     if card is not None:
         win = model_mod.load_windows(model_path, card)
         base, targets = win["test_x"], win["test_y"]
+        if card["task"]["kind"] == "classification":  # class indices -> one-hot, shaped like the outputs
+            targets = np.eye(outputs, dtype=np.float32)[targets[:, 0].astype(np.int64)]
         lo, hi = card["input_range"]["min"], card["input_range"]["max"]
         source, first = "training card: held-out windows + edge cases", "heldout"
     else:
@@ -101,7 +103,9 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
     out_name = runner.output_names[0]
     expected = {out_name: expected_arr}
     task = None
-    if card is not None:
+    if card is not None and card["task"]["kind"] == "classification":
+        task = parity.Task("classification", "accuracy", 1.0, 0.0, "fraction of held-out windows")
+    elif card is not None:
         tr = card["transform"]
         task = parity.Task(card["task"]["kind"], card["task"]["metric"], tr["std"], tr["mean"],
                            f"target after transform '{tr['spec']}'")

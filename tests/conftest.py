@@ -55,3 +55,17 @@ def r1_converted(r1_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def r2_converted(r2_run, tmp_path_factory):
     return _convert_all(r2_run, tmp_path_factory.mktemp("r2-out"))
+
+
+@pytest.fixture(scope="session")
+def cls_run(tmp_path_factory) -> Path:
+    """A sequence classifier trained on generated data with a known answer (3 classes)."""
+    from gru_edge.data import write_classification_csv
+    from gru_edge.model import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("cls")
+    csv = write_classification_csv(folder / "classes.csv")
+    run = folder / "run"
+    train(TrainConfig(data=str(csv), task="classification", column="label", features=("a", "b"), window=12,
+                      units=16, epochs=40), run)
+    return run

@@ -40,7 +40,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundles(r1_run, r1_converted, r2_run, r2_converted, tmp_path_factory) -> list[Path]:
+def bundles(r1_run, r1_converted, r2_run, r2_converted, cls_run, tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("crosscheck")
     r1 = {m.recipe: m for m in r1_converted.models}
     r2 = {m.recipe: m for m in r2_converted.models}
@@ -50,7 +50,8 @@ def bundles(r1_run, r1_converted, r2_run, r2_converted, tmp_path_factory) -> lis
         return verify(run / "model.keras", model.path, root / name).bundle
 
     def actual_of(b: Path, model_path: Path) -> np.ndarray:
-        return Runner(model_path).run(parity.read_bundle(b).inputs)["forecast"]
+        (out,) = Runner(model_path).run(parity.read_bundle(b).inputs).values()
+        return out
 
     b = bundle(r2_run, r2["float32"], "pass-r2-float32")
     made.append(_with_actual(b, actual_of(b, r2["float32"].path)))
@@ -58,6 +59,11 @@ def bundles(r1_run, r1_converted, r2_run, r2_converted, tmp_path_factory) -> lis
     made.append(_with_actual(b, actual_of(b, r1["int8"].path)))
     b = bundle(r2_run, r2["android-gpu"], "pass-r2-android-gpu")
     made.append(_with_actual(b, actual_of(b, r2["android-gpu"].path)))
+    from gru_edge.convert import convert
+
+    cls_int8 = convert(cls_run / "model.keras", ["int8"], root / "cls-models").models[0]
+    b = bundle(cls_run, cls_int8, "pass-classifier-int8")
+    made.append(_with_actual(b, actual_of(b, cls_int8.path)))
     # A float32 bundle checked against the int8 model's outputs: tolerance failures.
     b = bundle(r1_run, r1["float32"], "fail-r1-float32-vs-int8")
     made.append(_with_actual(b, actual_of(b, r1["int8"].path)))
@@ -121,6 +127,7 @@ def test_kotlin_reaches_python_verdicts(kotlin_classpath, bundles):
             assert abs(k["task_delta"] - py["task_delta"]) <= 1e-6, (b.name, k, py)
         verdicts[b.name] = "pass" if py["passed"] else "fail"
     assert verdicts == {"pass-r2-float32": "pass", "pass-r1-int8": "pass", "pass-r2-android-gpu": "pass",
+                        "pass-classifier-int8": "pass",
                         "fail-r1-float32-vs-int8": "fail", "fail-nan": "fail", "bad-truncated-npy": "error",
                         "bad-dtype": "error", "bad-shape": "error", "bad-manifest-key": "error"}
 

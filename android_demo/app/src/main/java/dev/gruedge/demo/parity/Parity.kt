@@ -16,7 +16,7 @@ data class OutputStats(
 )
 
 data class TaskStats(val metric: String, val rows: Int, val reference: Double, val converted: Double,
-    val relativeDelta: Double)
+    val relativeDelta: Double, val classAgreement: Double? = null)
 
 data class ParityReport(
     val passed: Boolean,
@@ -107,6 +107,7 @@ object Parity {
         val e = expected.getValue(name)
         val a = actual[name] ?: return null
         if (!targets.shape.contentEquals(e.shape) || a.data.any { !it.isFinite() }) return null
+        if (task.metric == "accuracy") return accuracy(e, a, targets)
         var rows = 0
         var refSq = 0.0
         var convSq = 0.0
@@ -131,5 +132,28 @@ object Parity {
         val conv = sqrt(convSq / count)
         val delta = if (ref > 0) (conv - ref) / ref else if (conv == 0.0) 0.0 else Double.POSITIVE_INFINITY
         return TaskStats(task.metric, rows, ref, conv, delta)
+    }
+
+    private fun argmax(row: FloatArray): Int = row.indices.maxByOrNull { row[it] } ?: -1
+
+    /** Classification: accuracy of the argmax on rows with a one-hot target; delta is the relative accuracy lost. */
+    private fun accuracy(e: FloatTensor, a: FloatTensor, targets: FloatTensor): TaskStats? {
+        var rows = 0
+        var refHits = 0
+        var convHits = 0
+        for (r in 0 until e.rows) {
+            val t = targets.row(r)
+            if (t.any { !it.isFinite() }) continue
+            rows++
+            val truth = argmax(t)
+            if (argmax(e.row(r)) == truth) refHits++
+            if (argmax(a.row(r)) == truth) convHits++
+        }
+        if (rows == 0) return null
+        val ref = refHits.toDouble() / rows
+        val conv = convHits.toDouble() / rows
+        val delta = if (ref > 0) (ref - conv) / ref else if (conv == ref) 0.0 else Double.POSITIVE_INFINITY
+        val agree = (0 until e.rows).count { argmax(e.row(it)) == argmax(a.row(it)) }.toDouble() / e.rows
+        return TaskStats("accuracy", rows, ref, conv, delta, agree)
     }
 }

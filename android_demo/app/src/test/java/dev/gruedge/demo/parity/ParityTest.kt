@@ -72,4 +72,19 @@ class ParityTest {
         assertEquals(0.5, report.task!!.relativeDelta, 1e-4)
         assertFalse(report.passed)
     }
+
+    @Test
+    fun accuracyCountsArgmaxOnRowsWithTargets() {
+        val probs = TestNpy.tensor(4, 3) { r, c -> if (c == r % 3) 0.8f else 0.1f }
+        val targets = TestNpy.tensor(4, 3) { r, c -> if (r == 3) Float.NaN else if (c == r % 3) 1f else 0f }
+        val flipped = TestNpy.tensor(4, 3) { r, c -> if (r == 0) (if (c == 1) 0.8f else 0.1f) else probs.data[r * 3 + c] }
+        val task = TaskSpec("classification", "accuracy", "targets.npy", 1.0, 0.0, null)
+        val report = Parity.compare(mapOf("p" to probs), mapOf("p" to flipped), Tolerances(1.0, 1.0, 0.0, 0.01),
+            targets, task)
+        assertEquals(3, report.task!!.rows)
+        assertEquals(1.0, report.task!!.reference, 1e-12)
+        assertEquals(2.0 / 3, report.task!!.converted, 1e-12)
+        assertEquals(0.75, report.task!!.classAgreement!!, 1e-12)
+        assertFalse(report.passed)
+    }
 }
