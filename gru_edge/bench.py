@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,13 +103,6 @@ def _plain_recipe(name: str) -> recipes.Recipe:
                           "verify": tol}, name)
 
 
-def _streaming_recipe(path: Path) -> str:
-    path.write_text('description = "float32 with the streaming step signature"\n[convert]\nquantization = "float32"\n'
-                    'streaming = true\n[verify]\natol = 1e-5\nrtol = 1e-5\nmin_psnr_db = 90.0\n'
-                    'max_task_metric_delta = 0.001\n')
-    return str(path)
-
-
 def _time(fns: dict[str, callable], iterations: int, rounds: int) -> dict[str, tuple[float, float]]:
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
@@ -162,8 +155,8 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
     with tempfile.TemporaryDirectory(prefix="gru-edge-bench-") as tmp:
         tmp = Path(tmp)
         log(f"converting {model_path.name} with gru-edge: {', '.join(names)} (+ streaming float32)")
-        ours = convert_mod.convert(model_path, names + [_streaming_recipe(tmp / "float32-streaming.toml")],
-                                   tmp / "gru-edge")
+        streaming = replace(recipes.load("float32"), name="float32-streaming", streaming=True)
+        ours = convert_mod.convert(model_path, names + [streaming], tmp / "gru-edge")
         convert_seconds = sum(m.seconds for m in ours.models if m.recipe != "float32-streaming")
         for m in ours.models:
             if m.recipe == "float32-streaming":
@@ -182,11 +175,8 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
                                      "needs the training card for calibration"))
                 continue
             log(f"converting with TensorFlow's plain path: {name}")
-            recipe_file = tmp / f"{name}.toml"
-            r = _plain_recipe(name)
-            recipe_file.write_text(_recipe_toml(r))
             try:
-                got = convert_mod.convert(model_path, [str(recipe_file)], tmp / "plain").models[0]
+                got = convert_mod.convert(model_path, [_plain_recipe(name)], tmp / "plain").models[0]
             except ConversionError as e:
                 note = "converter crashed" if "crashed" in str(e) else f"conversion failed: {str(e)[:80]}"
                 rows.append(BenchRow(name, q, None, weight_bytes(keras_model, q), None, None, note))
@@ -210,13 +200,6 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
     streaming = {"recipe": "float32 + streaming", "time_steps": int(t), "full_us": full, "step_us": step,
                  "ratio": step * int(t) / full}
     return BenchResult(str(model_path), threads, tuple(rows), round(convert_seconds, 2), streaming)
-
-
-def _recipe_toml(r: recipes.Recipe) -> str:
-    v = r.verify
-    return (f'description = "{r.description}"\n[convert]\nquantization = "{r.quantization}"\n'
-            f'lowering = "{r.lowering}"\nunroll = {str(r.unroll).lower()}\n[verify]\natol = {v.atol}\n'
-            f'rtol = {v.rtol}\nmin_psnr_db = {v.min_psnr_db}\nmax_task_metric_delta = {v.max_task_metric_delta}\n')
 
 
 def _onnx_row(keras_model, tmp: Path, threads: int, timers: dict) -> BenchRow:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from gru_edge import convert as convert_mod, recipes
@@ -53,14 +53,9 @@ def parse_budget(text: str) -> float:
     return value
 
 
-def _fallback_recipe(base: recipes.Recipe, share: float, folder: Path) -> str:
-    v = base.verify
-    path = folder / f"{base.name}-float{round(share * 100)}.toml"
-    path.write_text(f'description = "{base.name} with the {share:.0%} most error-prone ops kept in float"\n'
-                    f'[convert]\nquantization = "{base.quantization}"\ncalibration_size = {base.calibration_size}\n'
-                    f'float_fallback = {share}\n[verify]\natol = {v.atol}\nrtol = {v.rtol}\n'
-                    f'min_psnr_db = {v.min_psnr_db}\nmax_task_metric_delta = {v.max_task_metric_delta}\n')
-    return str(path)
+def _with_fallback(base: recipes.Recipe, share: float) -> recipes.Recipe:
+    return replace(base, name=f"{base.name}-float{round(share * 100)}", float_fallback=share,
+                   description=f"{base.name} with the {share:.0%} most error-prone ops kept in float")
 
 
 def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str] | None = None,
@@ -75,11 +70,11 @@ def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str]
     names = list(candidates or DEFAULT_CANDIDATES)
     with tempfile.TemporaryDirectory(prefix="gru-edge-budget-") as tmp:
         tmp = Path(tmp)
-        todo = list(names)
+        todo: list[str | recipes.Recipe] = list(names)
         for name in names:
             base = recipes.load(name)
             if base.quantization == "int8" and base.lowering == "gru-edge" and not base.float_fallback:
-                todo += [_fallback_recipe(base, share, tmp) for share in fallbacks]
+                todo += [_with_fallback(base, share) for share in fallbacks]
         converted = convert_mod.convert(model_path, todo, tmp / "models", log=log)
         tries: list[Try] = []
         chosen = None

@@ -67,8 +67,9 @@ def load_sidecar(tflite_path: Path) -> dict | None:
         raise ConversionError(f"{path} is not valid JSON ({e.msg}); convert the model again.") from None
 
 
-def convert(model_path: Path, recipe_names: list[str], out_dir: Path, log=lambda msg: None) -> ConversionResult:
-    """Convert ``model_path`` once per recipe; every output file appears whole or not at all."""
+def convert(model_path: Path, recipe_names: list[str | Recipe], out_dir: Path, log=lambda msg: None) -> ConversionResult:
+    """Convert ``model_path`` once per recipe (a shipped name, a .toml path, or a Recipe); every output file appears
+    whole or not at all."""
     model_path, out_dir = Path(model_path), Path(out_dir)
     # Cheap checks first: paths, recipes, calibration data; TensorFlow starts only after they pass.
     if not model_path.is_file():
@@ -77,7 +78,7 @@ def convert(model_path: Path, recipe_names: list[str], out_dir: Path, log=lambda
         raise ModelError(f"{model_path.name} is not a .keras file; gru-edge converts Keras 3 '.keras' models.")
     if not recipe_names:
         raise ConversionError(f"No recipe given. Shipped: {', '.join(recipes.shipped_names())}.")
-    chosen = [recipes.load(name) for name in recipe_names]
+    chosen = [r if isinstance(r, Recipe) else recipes.load(r) for r in recipe_names]
     names = [r.name for r in chosen]
     if len(set(names)) != len(names):
         raise ConversionError(f"Recipe names repeat: {', '.join(names)}; give each recipe once.")
