@@ -140,9 +140,9 @@ def _check_chain(specs: list, model) -> None:
 class _Cell:
     """One GRU layer's constants, arranged for the lowered graph; ``step`` is one time step on [B, 1, C]."""
 
-    def __init__(self, tf, spec: GruSpec, acts: dict):
+    def __init__(self, tf, spec: GruSpec, acts: dict, integer: bool = False):
         u = spec.units
-        self.spec, self.u = spec, u
+        self.spec, self.u, self.integer = spec, u, integer
         self.act, self.ract = acts[spec.activation], acts[spec.recurrent_activation]
         gates = [slice(0, u), slice(u, 2 * u), slice(2 * u, 3 * u)]  # z, r, h
         # One matrix per gate rather than one [U, 3U] matrix and a SPLIT per step: the SPLITs cost more time than
@@ -166,7 +166,11 @@ class _Cell:
             return cand - z * cand  # (1 - z) * cand + z * 0
         z = self.ract(xz + tf.matmul(h, self.rec[0]))
         r = self.ract(xr + tf.matmul(h, self.rec[1]))
-        if self.spec.reset_after:
+        if self.spec.reset_after and self.integer:
+            # Integer models re-quantize a fused bias for every step (its scale follows the step's input scale):
+            # 48 int64 copies with per-channel scales on R2 in int16x8. r * b_h is one constant for all steps.
+            cand = self.act(xh + r * tf.matmul(h, self.rec[2]) + r * self.rec_bias_h)
+        elif self.spec.reset_after:
             cand = self.act(xh + r * (tf.matmul(h, self.rec[2]) + self.rec_bias_h))
         else:
             cand = self.act(xh + tf.matmul(r * h, self.rec[2]))
@@ -174,14 +178,17 @@ class _Cell:
         return cand + z * (h - cand)
 
 
-def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = False) -> dict:
-    """Return ``{signature key: tf.function}``: the full sequence, and the one-step ``step`` when streaming."""
+def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = False, integer: bool = False) -> dict:
+    """Return ``{signature key: tf.function}``: the full sequence, and the one-step ``step`` when streaming.
+
+    ``integer``: arrange the graph for full-integer quantization (no per-step bias on the state projection).
+    """
     import tensorflow as tf
 
     acts = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu, "linear": lambda v: v,
             "softmax": tf.nn.softmax}
     b, t, f = batch_size, lowered.time_steps, lowered.features
-    cells = [_Cell(tf, s, acts) if isinstance(s, GruSpec) else None for s in lowered.layers]
+    cells = [_Cell(tf, s, acts, integer) if isinstance(s, GruSpec) else None for s in lowered.layers]
     dense = [(tf.constant(s.kernel), tf.constant(s.bias), acts[s.activation])
              for s in lowered.layers if isinstance(s, DenseSpec)]
 
