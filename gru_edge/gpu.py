@@ -8,15 +8,13 @@ a WHILE model the GPU refused, so gru-edge checks for itself. No TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gru_edge.errors import GpuUnavailable
+from gru_edge.io import native_stderr
 from gru_edge.tflite_model import OpUse, TfliteModel
 
 CLASSIC, LITERT = "classic GPU delegate", "LiteRT GPU"
@@ -145,22 +143,6 @@ class GpuRun:
     outputs: dict[str, np.ndarray]
 
 
-@contextlib.contextmanager
-def _capture_fd2():
-    """Collect what native code writes to stderr (LiteRT reports 'No adapters found' there)."""
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        captured: list[str] = []
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            captured.append(tmp.read().decode(errors="replace"))
-
-
 _NO_GPU_MARKERS = ("No adapters found", "Couldn't load Vulkan", "Failed to initialize WebGPU", "No GPU",
                    "could not be loaded")
 
@@ -172,7 +154,7 @@ def run_compiled(model_path: Path, inputs: np.ndarray, precision: str = "fp16", 
     accel = HardwareAccelerator.GPU | HardwareAccelerator.CPU if accelerator == "gpu" else HardwareAccelerator.CPU
     opts = Options(hardware_accelerators=accel,
                    gpu_options=GpuOptions(enforce_f32=precision == "fp32"), cpu_options=CpuOptions(num_threads=1))
-    with _capture_fd2() as log:  # LiteRT's native log lines (accelerator registry, WebGPU) stay off the terminal
+    with native_stderr() as log:  # LiteRT's native log lines (accelerator registry, WebGPU) stay off the terminal
         try:
             model = CompiledModel.from_file(str(model_path), options=opts)
         except RuntimeError as e:

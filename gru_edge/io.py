@@ -38,6 +38,26 @@ def sha256_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
+def native_stderr():
+    """Collect what native code (LiteRT, XNNPACK) writes to file descriptor 2; the text is in the list afterwards."""
+    captured: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (some embedded shells): nothing to silence
+        yield captured
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.append(tmp.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
 def quiet_tensorflow():
     """Import TensorFlow/Keras without their start-up chatter on stderr (logs stay on for real errors)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
 from gru_edge.errors import ParityError
-
-
-@contextlib.contextmanager
-def _quiet_native():
-    """Silence the interpreter's one-line 'Created TensorFlow Lite XNNPACK delegate' notice on fd 2."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+from gru_edge.io import native_stderr
 
 
 class Runner:
@@ -38,7 +21,7 @@ class Runner:
         name = Path(model).name if isinstance(model, Path) else "model"
         content = Path(model).read_bytes() if isinstance(model, Path) else model
         try:
-            with _quiet_native(), contextlib.redirect_stderr(io.StringIO()):
+            with native_stderr(), contextlib.redirect_stderr(io.StringIO()):
                 self._interp = Interpreter(model_content=content, num_threads=threads)
                 self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
