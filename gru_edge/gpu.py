@@ -15,6 +15,7 @@ import numpy as np
 
 from gru_edge.errors import GpuUnavailable
 from gru_edge.io import native_stderr
+from gru_edge.runtime import in_batches
 from gru_edge.tflite_model import OpUse, TfliteModel
 
 CLASSIC, LITERT = "classic GPU delegate", "LiteRT GPU"
@@ -179,18 +180,14 @@ def _run(model, inputs: np.ndarray) -> GpuRun:
     names = list(details)
     ins, outs = model.create_input_buffers(index), model.create_output_buffers(index)
     batch = next(iter(model.get_input_tensor_details(key).values()))["shape"][0]
-    results: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for i in range(0, len(inputs), batch):
-        chunk = np.asarray(inputs[i: i + batch], np.float32)
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), np.float32)])
-        ins[0].write(np.ascontiguousarray(chunk))
+
+    def run(chunk: np.ndarray) -> dict[str, np.ndarray]:
+        ins[0].write(chunk)
         model.run_by_index(index, ins, outs)
-        for name, buf in zip(names, outs):
-            size = int(np.prod(details[name]["shape"]))
-            results[name].append(np.asarray(buf.read(size, np.float32)).reshape(details[name]["shape"])[:n])
-    return GpuRun(True, "", bool(model.is_fully_accelerated()), {k: np.concatenate(v) for k, v in results.items()})
+        return {name: np.asarray(buf.read(int(np.prod(details[name]["shape"])), np.float32))
+                .reshape(details[name]["shape"]) for name, buf in zip(names, outs)}
+
+    return GpuRun(True, "", bool(model.is_fully_accelerated()), in_batches(inputs, batch, run))
 
 
 def gpu_outputs(model_path: Path, inputs: np.ndarray, precision: str) -> tuple[dict[str, np.ndarray], dict]:

@@ -12,6 +12,21 @@ from gru_edge.errors import ParityError
 from gru_edge.io import native_stderr
 
 
+def in_batches(x: np.ndarray, batch: int, run) -> dict[str, np.ndarray]:
+    """Call ``run`` on [batch, ...] slices of ``x`` (the last one zero-padded: the models' batch is fixed) and join
+    its outputs, dropping the padded rows."""
+    x = np.asarray(x, dtype=np.float32)
+    outs: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(x), batch):
+        chunk = x[i: i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), np.float32)])
+        for k, v in run(np.ascontiguousarray(chunk)).items():
+            outs.setdefault(k, []).append(np.asarray(v)[:n])
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
 class Runner:
     """A loaded model's signature runner; ``run`` takes [N, T, F] and pads the last batch to the fixed batch size."""
 
@@ -51,17 +66,8 @@ class Runner:
         if x.ndim != 3 or x.shape[1:] != self.input_shape[1:]:
             raise ParityError(f"Input shape {tuple(x.shape)} does not match the model's input "
                               f"{self.input_name} {('N',) + self.input_shape[1:]}.")
-        b = self.batch_size
-        outs: dict[str, list[np.ndarray]] = {k: [] for k in self.output_names}
-        for i in range(0, len(x), b):
-            chunk = x[i: i + b]
-            n = len(chunk)
-            if n < b:
-                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), np.float32)])
-            result = self._run(**{self.input_name: chunk})
-            for k in self.output_names:
-                outs[k].append(np.asarray(result[k])[:n])
-        return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in outs.items()}
+        outs = in_batches(x, self.batch_size, lambda chunk: self._run(**{self.input_name: chunk}))
+        return {k: outs.get(k, np.zeros((0,))) for k in self.output_names}
 
     @property
     def has_step(self) -> bool:
@@ -75,20 +81,13 @@ class Runner:
         step = self._interp.get_signature_runner("step")
         details = step.get_input_details()
         states = sorted(k for k in details if k.startswith("state_"))
-        b = details["frame"]["shape"][0]
-        x = np.asarray(x, dtype=np.float32)
-        results: dict[str, list[np.ndarray]] = {}
-        for i in range(0, len(x), b):
-            chunk = x[i: i + b]
-            n = len(chunk)
-            if n < b:
-                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), np.float32)])
+
+        def stream(chunk: np.ndarray) -> dict[str, np.ndarray]:
             state = {k: np.zeros(details[k]["shape"], np.float32) for k in states}
             out = {}
             for t in range(chunk.shape[1]):
                 out = step(frame=np.ascontiguousarray(chunk[:, t, :]), **state)
                 state = {k: out[f"{k}_out"] for k in states}
-            for k, v in out.items():
-                if not k.startswith("state_"):
-                    results.setdefault(k, []).append(np.asarray(v)[:n])
-        return {k: np.concatenate(v) for k, v in results.items()}
+            return {k: v for k, v in out.items() if not k.startswith("state_")}
+
+        return in_batches(x, details["frame"]["shape"][0], stream)
