@@ -15,7 +15,7 @@ from pathlib import Path
 from gru_edge import convert as convert_mod, recipes
 from gru_edge.errors import ConversionError
 from gru_edge.io import atomic_write_bytes
-from gru_edge.model import load_card
+from gru_edge.model import load_card, load_model
 
 DEFAULT_CANDIDATES = ("int8", "dynamic-int8", "int16x8", "float16", "float32")
 FALLBACKS = (0.1, 0.25, 0.5)
@@ -78,8 +78,9 @@ def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str]
         converted = convert_mod.convert(model_path, todo, tmp / "models", log=log)
         tries: list[Try] = []
         chosen = None
+        keras_model = load_model(model_path)
         for m in sorted(converted.models, key=lambda m: m.size_bytes):
-            rep = verify(model_path, m.path).report
+            rep = verify(model_path, m.path, keras_model=keras_model).report
             delta = rep.task.relative_delta if rep.task else None
             finite = all(math.isfinite(o.max_abs_error) for o in rep.outputs)
             ok = delta is not None and finite and abs(delta) <= budget

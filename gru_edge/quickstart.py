@@ -58,8 +58,10 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
         f"{m.get('seasonal_naive_rmse', float('nan')):.2f})")
     converted = convert_mod.convert(trained.model_path, names, out_dir / "models", log=log)
     rows = []
+    keras_model = model_mod.load_model(trained.model_path)
     for cm in converted.models:
-        result = verify_mod.verify(trained.model_path, cm.path, out_dir / "bundles" / cm.recipe)
+        result = verify_mod.verify(trained.model_path, cm.path, out_dir / "bundles" / cm.recipe,
+                                   keras_model=keras_model)
         rep = result.report
         rows.append(Row(cm.recipe, cm.path, cm.size_bytes, rep.max_abs_error, rep.psnr_db,
                         rep.task.relative_delta if rep.task else None, rep.passed, result.bundle))

@@ -79,14 +79,17 @@ def gpu_precision(tflite_path: Path) -> str:
 
 
 def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
-           recipe_name: str | None = None, accelerator: str = "cpu") -> VerifyResult:
-    """Compare ``tflite_path`` against the Keras model on held-out windows and edge cases."""
+           recipe_name: str | None = None, accelerator: str = "cpu", keras_model=None) -> VerifyResult:
+    """Compare ``tflite_path`` against the Keras model on held-out windows and edge cases.
+
+    ``keras_model``: the model at ``keras_path`` already loaded, when one caller verifies several conversions.
+    """
     keras_path, tflite_path = Path(keras_path), Path(tflite_path)
     if not tflite_path.is_file():
         raise ParityError(f"TFLite file not found: {tflite_path}.")
     tol, recipe, notes = tolerances_for(tflite_path, recipe_name)
     runner = Runner(tflite_path)
-    keras_model = model_mod.load_model(keras_path)
+    keras_model = keras_model or model_mod.load_model(keras_path)
     _, t, f = keras_model.inputs[0].shape
     o = int(keras_model.outputs[0].shape[-1])
     if tuple(runner.input_shape[1:]) != (t, f):
