@@ -24,6 +24,8 @@ from gru_edge.errors import ModelError
 _GRU_ACTIVATIONS = {"tanh", "sigmoid", "relu", "linear"}
 _DENSE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax"}
 SERVE, STEP = "serving_default", "step"
+PASS_THROUGH = ("InputLayer", "Dropout")  # no computation at inference
+SUPPORTED_LAYERS = (*PASS_THROUGH, "GRU", "Dense")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def read_model(model) -> LoweredModel:
     specs = []
     for layer in model.layers:
         kind = type(layer).__name__
-        if kind in ("InputLayer", "Dropout"):
+        if kind in PASS_THROUGH:
             continue  # dropout is the identity at inference
         cfg = layer.get_config()
         if kind == "GRU":
@@ -87,7 +89,8 @@ def read_model(model) -> LoweredModel:
             specs.append(DenseSpec(layer.name, np.asarray(weights[0], np.float32), np.asarray(bias, np.float32),
                                    cfg["activation"]))
         else:
-            raise ModelError(f"Layer '{layer.name}' ({kind}) cannot be lowered; supported: GRU, Dense, Dropout.")
+            raise ModelError(f"Layer '{layer.name}' ({kind}) cannot be lowered; supported: "
+                             f"{', '.join(SUPPORTED_LAYERS)}.")
     _check_chain(specs, model)
     _, t, f = model.inputs[0].shape
     return LoweredModel(int(t), int(f), tuple(specs), _identifier(model.inputs[0].name, "sequence"),

@@ -14,10 +14,10 @@ import numpy as np
 from gru_edge import __version__, data
 from gru_edge.errors import DataError, ModelError
 from gru_edge.io import atomic_write_text, quiet_tensorflow
+from gru_edge.lowering import SUPPORTED_LAYERS
 
 CARD = "training.json"
 WINDOWS = "windows.npz"
-SUPPORTED_LAYERS = ("InputLayer", "GRU", "Dense", "Dropout")
 
 
 @dataclass(frozen=True)
