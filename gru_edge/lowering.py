@@ -1,11 +1,12 @@
 """Keras GRU weights -> an unrolled TensorFlow graph the TFLite converter lowers to builtin, GPU-friendly ops.
 
 Shape of the graph, per GRU layer (batch B fixed, T steps):
-- three input projections (update gate z, reset gate r, candidate h) for all steps at once, FULLY_CONNECTED
-  (keep_num_dims) on [B, T, F] -> [B, T, U], each cut into steps by one 3-D SPLIT (no UNPACK, no rank-2
+- two input projections, the update and reset gates together ([F, 2U]) and the candidate ([F, U]), for all steps at
+  once: FULLY_CONNECTED (keep_num_dims) on [B, T, F], each cut into steps by one 3-D SPLIT (no UNPACK, no rank-2
   STRIDED_SLICE: the classic GPU delegate refuses those);
-- per step, 13 ops on rank-3 [B, 1, U] tensors: three FULLY_CONNECTED on the state, ADD, LOGISTIC (z), ADD, LOGISTIC
-  (r), MUL, ADD, TANH, SUB, MUL, ADD; the first step, whose state is zero, needs 7;
+- per step, 11 ops on rank-3 [B, 1, C] tensors: FULLY_CONNECTED (state -> both gates), ADD, LOGISTIC, SPLIT (z, r),
+  FULLY_CONNECTED (state -> candidate), MUL, ADD, TANH, SUB, MUL, ADD; the first step, whose state is zero, needs
+  fewer;
 - CONCATENATION of the states when the layer returns sequences.
 Each weight matrix is one constant read by every step; no WHILE (GPU delegates refuse it), no TensorList (Flex).
 
@@ -147,36 +148,34 @@ class _Cell:
         u = spec.units
         self.spec, self.u, self.integer = spec, u, integer
         self.act, self.ract = acts[spec.activation], acts[spec.recurrent_activation]
-        gates = [slice(0, u), slice(u, 2 * u), slice(2 * u, 3 * u)]  # z, r, h
-        # One matrix per gate rather than one [U, 3U] matrix and a SPLIT per step: the SPLITs cost more time than
-        # the extra FULLY_CONNECTED ops. The recurrent biases of z and r are constants: fold them into the input
-        # projection; the candidate's recurrent bias stays inside r * (h U_h + b_h).
+        # The update and reset gates share one matrix, one ADD and one activation per step, then one SPLIT; the
+        # candidate has its own matrix. Their recurrent biases are constants: fold them into the input projection;
+        # the candidate's recurrent bias stays inside r * (h U_h + b_h).
+        gates = [slice(0, 2 * u), slice(2 * u, 3 * u)]  # (z, r), h
         self.kernel = [tf.constant(spec.kernel[:, g]) for g in gates]
-        self.bias = [tf.constant(spec.bias_in[g] + (spec.bias_rec[g] if i < 2 else 0)) for i, g in enumerate(gates)]
+        self.bias = [tf.constant(spec.bias_in[gates[0]] + spec.bias_rec[gates[0]]), tf.constant(spec.bias_in[gates[1]])]
         self.rec = [tf.constant(spec.recurrent[:, g]) for g in gates]
-        self.rec_bias_h = tf.constant(spec.bias_rec[gates[2]])
+        self.rec_bias_h = tf.constant(spec.bias_rec[gates[1]])
 
     def project(self, tf, seq):
-        """Input projections (z, r, h) for every step at once, each [B, T, U]."""
+        """Input projections ((z, r), h) for every step at once: [B, T, 2U] and [B, T, U]."""
         return tuple(tf.matmul(seq, k) + b for k, b in zip(self.kernel, self.bias))
 
     def step(self, tf, x, h):
-        """Return the new state [B, 1, U] from this step's projections (z, r, h) and the state (None: zeros)."""
-        xz, xr, xh = x
+        """Return the new state [B, 1, U] from this step's projections ((z, r), h) and the state (None: zeros)."""
+        xzr, xh = x
+        z, r = tf.split(self.ract(xzr if h is None else xzr + tf.matmul(h, self.rec[0])), 2, axis=-1)
         if h is None:
-            z, r = self.ract(xz), self.ract(xr)
             cand = self.act(xh + r * self.rec_bias_h) if self.spec.reset_after else self.act(xh)
             return cand - z * cand  # (1 - z) * cand + z * 0
-        z = self.ract(xz + tf.matmul(h, self.rec[0]))
-        r = self.ract(xr + tf.matmul(h, self.rec[1]))
         if self.spec.reset_after and self.integer:
             # Integer models re-quantize a fused bias for every step (its scale follows the step's input scale):
             # 48 int64 copies with per-channel scales on R2 in int16x8. r * b_h is one constant for all steps.
-            cand = self.act(xh + r * tf.matmul(h, self.rec[2]) + r * self.rec_bias_h)
+            cand = self.act(xh + r * tf.matmul(h, self.rec[1]) + r * self.rec_bias_h)
         elif self.spec.reset_after:
-            cand = self.act(xh + r * (tf.matmul(h, self.rec[2]) + self.rec_bias_h))
+            cand = self.act(xh + r * (tf.matmul(h, self.rec[1]) + self.rec_bias_h))
         else:
-            cand = self.act(xh + tf.matmul(r * h, self.rec[2]))
+            cand = self.act(xh + tf.matmul(r * h, self.rec[1]))
         # z*h + (1-z)*cand written as cand + z*(h - cand): one op fewer per step.
         return cand + z * (h - cand)
 
