@@ -33,6 +33,8 @@ def _key(value) -> object:
         return (value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, (list, tuple)):
         return tuple(_key(v) for v in value)
+    if isinstance(value, _Shared):
+        return value.key
     return (type(value).__name__, tuple((k, _key(v)) for k, v in sorted(vars(value).items())))
 
 
@@ -141,11 +143,21 @@ def compact(buf: bytes) -> tuple[bytes, CompactStats]:
                 t.name = None
             if t.shapeSignature is not None and _key(t.shapeSignature) == _key(t.shape):
                 t.shapeSignature = None
+            q = t.quantization
+            if q is not None and all(v is None for v in (q.min, q.max, q.scale, q.zeroPoint, q.details)):
+                t.quantization = None  # an empty table says nothing
             if t.quantization is not None:
                 t.quantization = _Shared(t.quantization, quant_cache)
             new_tensors.append(t)
         sg.tensors = new_tensors
         sg.name = None
+
+    # 4. Inner tensors of one shape and type are now identical tables: write each once (the tensors vector holds
+    #    references). The most used operator code gets index 0, the default a table need not store.
+    tensor_cache: dict = {}
+    for sg in model.subgraphs:
+        sg.tensors = [_Shared(t, tensor_cache) for t in sg.tensors]
+    _most_used_opcode_first(model)
 
     builder = _dedup_builder(flatbuffers)(len(buf))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
@@ -153,6 +165,19 @@ def compact(buf: bytes) -> tuple[bytes, CompactStats]:
     stats = CompactStats(len(buf), len(out), n_tensors, sum(len(sg.tensors) for sg in model.subgraphs), n_buffers,
                          len(model.buffers))
     return out, stats
+
+
+def _most_used_opcode_first(model) -> None:
+    counts = np.zeros(len(model.operatorCodes), np.int64)
+    for sg in model.subgraphs:
+        for op in sg.operators or []:
+            counts[op.opcodeIndex] += 1
+    order = [int(i) for i in np.argsort(-counts, kind="stable")]
+    new_index = {old: new for new, old in enumerate(order)}
+    model.operatorCodes = [model.operatorCodes[i] for i in order]
+    for sg in model.subgraphs:
+        for op in sg.operators or []:
+            op.opcodeIndex = new_index[op.opcodeIndex]
 
 
 def _referenced(sg, si: int, model) -> set[int]:

@@ -14,9 +14,9 @@ def test_parse_budget():
 
 
 def test_met_by_the_smallest_recipe(r1_run, tmp_path):
-    result = search(r1_run / "model.keras", 1.0, tmp_path, ["int8", "float32"], fallbacks=())
-    assert [t.recipe for t in result.tries] == ["int8"] and result.tries[0].accepted
-    assert result.chosen.recipe == "int8" and result.chosen.path.is_file() and result.chosen.sidecar.is_file()
+    result = search(r1_run / "model.keras", 1.0, tmp_path, ["float32", "dynamic-int8"], fallbacks=())
+    assert [t.recipe for t in result.tries] == ["dynamic-int8"] and result.tries[0].accepted
+    assert result.chosen.recipe == "dynamic-int8" and result.chosen.path.is_file() and result.chosen.sidecar.is_file()
 
 
 def test_met_only_with_selective_fallback(r1_run, tmp_path):

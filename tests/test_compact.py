@@ -30,3 +30,16 @@ def test_sidecar_records_what_compaction_saved(r2_converted):
     int8 = next(m for m in r2_converted.models if m.recipe == "int8")
     # The converter's int8 file repeats per-channel scales for every use of a weight; compaction merges them.
     assert json.loads(int8.sidecar.read_text())["converter_bytes"] > 1.8 * int8.size_bytes
+
+
+def test_identical_inner_tensors_and_options_are_written_once(r2_converted):
+    """Every [1, 1, 64] float step tensor of the float32 model is one table in the file, referenced by index; the
+    most used operator code is index 0, which an operator table does not store."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = next(m for m in r2_converted.models if m.recipe == "float32").path.read_bytes()
+    sg = schema.Model.GetRootAs(buf, 0).Subgraphs(0)
+    positions = {sg.Tensors(i)._tab.Pos for i in range(sg.TensorsLength())}  # noqa: SLF001
+    assert len(positions) < sg.TensorsLength() / 10
+    counts = np.bincount([sg.Operators(i).OpcodeIndex() for i in range(sg.OperatorsLength())])
+    assert counts.argmax() == 0
