@@ -1,6 +1,10 @@
 """Latency and size side by side, in one run: Keras, TensorFlow's plain converter paths, gru-edge per recipe, ONNX Runtime.
 
 Batch 1, a fixed number of threads, every model timed in interleaved rounds so that machine noise hits all alike.
+Each .tflite is timed twice: with ai-edge-litert's Interpreter as it comes (XNNPACK packs the weights of every
+FULLY_CONNECTED node separately, so an unrolled graph touches one packed copy per step), and with LiteRT's
+CompiledModel on the CPU with XNNPACK's weight cache (``CpuOptions(xnnpack_weight_cache_path=":memory")``, as
+the Android demo sets it), which packs identical weights once.
 "Weight bytes" is what the weights take in that row's number format (kernels at 4/2/1 bytes for float32/float16/int8,
 biases at 4 bytes, int16x8 biases at 8): the floor a file could reach.
 """
@@ -16,7 +20,7 @@ import numpy as np
 
 from gru_edge import convert as convert_mod, recipes
 from gru_edge.errors import ConversionError
-from gru_edge.io import quiet_tensorflow
+from gru_edge.io import native_stderr, quiet_tensorflow
 
 PLAIN = {  # TensorFlow's own conversion of the Keras layers, for comparison
     "plain-while-float32": ("float32", False),
@@ -25,6 +29,8 @@ PLAIN = {  # TensorFlow's own conversion of the Keras layers, for comparison
     "plain-unrolled-int8": ("int8", True),
     "plain-while-int8": ("int8", False),
 }
+CACHED = " [weight cache]"
+XNNPACK_IN_MEMORY_CACHE = ":memory"  # XNNPACK's name for a cache that lives in memory only
 _KERNEL_BYTES = {"float32": 4, "float16": 2, "dynamic-int8": 1, "int8": 1, "int16x8": 1}
 
 
@@ -37,6 +43,7 @@ class BenchRow:
     median_us: float | None
     p90_us: float | None
     note: str = ""
+    cached_median_us: float | None = None  # CompiledModel CPU with XNNPACK's weight cache
 
     @property
     def size_ratio(self) -> float | None:
@@ -63,15 +70,18 @@ class BenchResult:
 
     def markdown(self) -> str:
         base = next((r for r in self.rows if r.name == "plain-unrolled-float32" and r.median_us), None)
-        lines = ["| path | file | weights | file ÷ weights | median µs | p90 µs | vs plain unrolled fp32 | note |",
-                 "|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines = ["| path | file | weights | file ÷ weights | median µs | p90 µs | vs plain unrolled fp32 | "
+                 "weight cache: median µs | vs plain unrolled fp32 | note |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        kb = lambda n: f"{n / 1024:.1f} KiB" if n else "-"  # noqa: E731
+        us = lambda v: f"{v:.1f}" if v else "-"  # noqa: E731
         for r in self.rows:
-            kb = lambda n: f"{n / 1024:.1f} KiB" if n else "-"  # noqa: E731
-            us = lambda v: f"{v:.1f}" if v else "-"  # noqa: E731
             vs = f"{r.median_us / base.median_us:.2f}×" if base and r.median_us else "-"
+            vs_cached = (f"{r.cached_median_us / base.cached_median_us:.2f}×"
+                         if base and base.cached_median_us and r.cached_median_us else "-")
             ratio = f"{r.size_ratio:.2f}" if r.size_ratio else "-"
             lines.append(f"| {r.name} | {kb(r.size_bytes)} | {kb(r.weight_bytes)} | {ratio} | {us(r.median_us)} | "
-                         f"{us(r.p90_us)} | {vs} | {r.note} |")
+                         f"{us(r.p90_us)} | {vs} | {us(r.cached_median_us)} | {vs_cached} | {r.note} |")
         if self.streaming:
             s = self.streaming
             lines.append("")
@@ -133,6 +143,30 @@ def _interpreter_call(path: Path, threads: int, signature: str = "serving_defaul
     return lambda: wrapper.Invoke(subgraph)
 
 
+def _compiled_call(path: Path, threads: int):
+    """A CompiledModel run on the CPU with XNNPACK's weight cache, kept in memory (as the Android demo does)."""
+    from ai_edge_litert.compiled_model import CompiledModel, CpuOptions, HardwareAccelerator, Options
+
+    opts = Options(hardware_accelerators=HardwareAccelerator.CPU,
+                   cpu_options=CpuOptions(num_threads=threads, xnnpack_weight_cache_path=XNNPACK_IN_MEMORY_CACHE))
+    with native_stderr():  # the accelerator registry's log lines
+        model = CompiledModel.from_file(str(path), options=opts)
+    ins, outs = model.create_input_buffers(0), model.create_output_buffers(0)
+    rng = np.random.default_rng(0)
+    for name, buf in zip(model.get_signature_list()["serving_default"]["inputs"], ins):
+        shape = model.get_input_tensor_details("serving_default")[name]["shape"]
+        buf.write(rng.standard_normal(int(np.prod(shape))).astype(np.float32))
+    model.run_by_index(0, ins, outs)  # builds the cache
+    return lambda: model.run_by_index(0, ins, outs)
+
+
+
+
+def _timers_for(name: str, path: Path, threads: int, timers: dict) -> None:
+    timers[name] = _interpreter_call(path, threads)
+    timers[name + CACHED] = _compiled_call(path, threads)
+
+
 def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int = 1, iterations: int = 200,
           rounds: int = 5, log=lambda msg: None) -> BenchResult:
     """Convert ``model_path`` every way, time each at batch 1, and return the rows."""
@@ -163,7 +197,7 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
                 continue
             q = recipes.load(m.recipe).quantization
             rows.append(BenchRow(f"gru-edge {m.recipe}", q, m.size_bytes, weight_bytes(keras_model, q), None, None))
-            timers[rows[-1].name] = _interpreter_call(m.path, threads)
+            _timers_for(rows[-1].name, m.path, threads, timers)
         stream_path = next(m.path for m in ours.models if m.recipe == "float32-streaming")
         timers["stream-full"] = _interpreter_call(stream_path, threads)
         timers["stream-step"] = _interpreter_call(stream_path, threads, "step")
@@ -182,7 +216,7 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
                 rows.append(BenchRow(name, q, None, weight_bytes(keras_model, q), None, None, note))
                 continue
             rows.append(BenchRow(name, q, got.size_bytes, weight_bytes(keras_model, q), None, None))
-            timers[name] = _interpreter_call(got.path, threads)
+            _timers_for(name, got.path, threads, timers)
 
         spec = tf.TensorSpec([1, t, f], tf.float32)
         keras_fn = tf.function(lambda x: keras_model(x, training=False), input_signature=[spec])
@@ -194,8 +228,8 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
 
         log(f"timing {len(timers)} models: {rounds} rounds x {iterations} runs, {threads} thread(s)")
         timed = _time(timers, iterations, rounds)
-    rows = [BenchRow(r.name, r.quantization, r.size_bytes, r.weight_bytes, *timed.get(r.name, (None, None)), r.note)
-            for r in rows]
+    rows = [BenchRow(r.name, r.quantization, r.size_bytes, r.weight_bytes, *timed.get(r.name, (None, None)), r.note,
+                     timed.get(r.name + CACHED, (None,))[0]) for r in rows]
     full, step = timed["stream-full"][0], timed["stream-step"][0]
     streaming = {"recipe": "float32 + streaming", "time_steps": int(t), "full_us": full, "step_us": step,
                  "ratio": step * int(t) / full}

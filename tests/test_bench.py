@@ -8,9 +8,11 @@ def test_bench_puts_every_path_side_by_side(r1_run):
     assert {"plain-while-float32", "plain-unrolled-float32", "plain-unrolled-int8", "keras tf.function"} <= set(names)
     ours, plain = result.row("gru-edge float32"), result.row("plain-unrolled-float32")
     assert ours.median_us > 0 and ours.p90_us >= ours.median_us
+    assert ours.cached_median_us > 0 and plain.cached_median_us > 0  # CompiledModel with XNNPACK's weight cache
     assert ours.size_bytes < plain.size_bytes  # weights stored once
     assert result.row("gru-edge int8").size_bytes < result.row("plain-unrolled-int8").size_bytes
     assert result.row("plain-while-int8").note == "converter crashed"
     assert result.streaming["time_steps"] == 12 and result.streaming["step_us"] > 0
     table = result.markdown()
-    assert table.startswith("| path | file | weights |") and "Streaming" in table
+    assert table.startswith("| path | file | weights |") and "weight cache: median µs" in table
+    assert "Streaming" in table

@@ -33,8 +33,18 @@ class ModelRunner private constructor(
             }
         }
 
+        /**
+         * XNNPACK packs the weights of every FULLY_CONNECTED node separately unless it has a weight cache; gru-edge's
+         * unrolled graph reads one matrix at every step, so without the cache each step gets its own packed copy
+         * (2.3x slower on R2 float32, measured on desktop). ":memory" keeps the cache in memory: nothing on disk to
+         * go stale; if the runtime cannot make one it runs without.
+         */
+        private const val XNNPACK_IN_MEMORY_CACHE = ":memory"
+
         private fun cpu(assets: AssetManager, modelAsset: String) =
-            CompiledModel.create(assets, modelAsset, CompiledModel.Options(Accelerator.CPU))
+            CompiledModel.create(assets, modelAsset, CompiledModel.Options(Accelerator.CPU).apply {
+                cpuOptions = CompiledModel.CpuOptions(xnnPackWeightCachePath = XNNPACK_IN_MEMORY_CACHE)
+            })
     }
 
     private val inputs = model.createInputBuffers(SERVE)
