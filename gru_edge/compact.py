@@ -82,10 +82,14 @@ def compact(buf: bytes) -> tuple[bytes, CompactStats]:
     n_tensors = sum(len(sg.tensors or []) for sg in model.subgraphs)
     n_buffers = len(model.buffers or [])
 
-    # 1. One buffer per distinct content; buffer 0 stays the empty sentinel.
+    # 1. One buffer per distinct content, and none that nothing refers to; buffer 0 stays the empty sentinel.
+    referenced = ({0} | {t.buffer for sg in model.subgraphs for t in sg.tensors}
+                  | {m.buffer for m in model.metadata or []} | set(model.metadataBuffer or []))
     buffer_of: dict = {}
     remap_buffer = {}
     for i, b in enumerate(model.buffers):
+        if i not in referenced:
+            continue
         data = None if b.data is None or len(b.data) == 0 else np.asarray(b.data, np.uint8).tobytes()
         key = ("empty",) if data is None and not b.offset else ("data", hashlib.sha256(data or b"").hexdigest(),
                                                                   b.offset, b.size)
@@ -98,6 +102,8 @@ def compact(buf: bytes) -> tuple[bytes, CompactStats]:
     model.buffers = [model.buffers[i] for i in kept]
     for meta in model.metadata or []:
         meta.buffer = new_index[remap_buffer[meta.buffer]]
+    if model.metadataBuffer is not None:
+        model.metadataBuffer = [new_index[remap_buffer[int(i)]] for i in model.metadataBuffer]
 
     io_tensors = {(s.subgraphIndex, t.tensorIndex) for s in model.signatureDefs or []
                   for t in (s.inputs or []) + (s.outputs or [])}
