@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gru_edge import __version__, errors, recipes, runtime, tflite_model
 from gru_edge.compact import compact
+from gru_edge.step_ranges import share_step_ranges
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError
 from gru_edge.io import atomic_write_bytes, atomic_write_text, sha256_file
 from gru_edge.model import WINDOWS, load_card
@@ -175,7 +176,11 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
     """Check the converted bytes (builtin ops only, loads in LiteRT), then write model and sidecar atomically."""
     converted = produced.read_bytes()
     # lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): left untouched.
-    payload, packed = compact(converted) if recipe.lowering == "gru-edge" else (converted, None)
+    payload, packed = converted, None
+    if recipe.lowering == "gru-edge":
+        if recipe.quantization == "int8":
+            payload, _ = share_step_ranges(payload)
+        payload, packed = compact(payload)
     info = tflite_model.parse(payload, produced.name)
     if info.custom_ops:
         raise ConversionError(f"Recipe '{recipe.name}' produced ops outside the TFLite builtins "
