@@ -178,7 +178,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
     # lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): left untouched.
     payload, packed = converted, None
     if recipe.lowering == "gru-edge":
-        if recipe.quantization == "int8":
+        if recipe.quantization in ("int8", "int16x8"):
             payload, _ = share_step_ranges(payload)
         payload, packed = compact(payload)
     info = tflite_model.parse(payload, produced.name)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from gru_edge.step_ranges import share_step_ranges
 
@@ -10,20 +11,23 @@ def _model(r2_converted, recipe="int8"):
     return buf, schema.ModelT.InitFromPackedBuf(buf, 0), schema
 
 
-def test_unrolled_steps_share_their_quantization(r2_converted):
-    """R2 int8 has ~700 activation tensors over 48 unrolled steps; each role in the cell has one parameter set."""
-    buf, model, schema = _model(r2_converted)
+@pytest.mark.parametrize("recipe", ["int8", "int16x8"])
+def test_unrolled_steps_share_their_quantization(r2_converted, recipe):
+    """R2 has ~700 activation tensors over 48 unrolled steps; each role in the cell has one parameter set."""
+    buf, model, schema = _model(r2_converted, recipe)
     sg = model.subgraphs[0]
     params = {(float(t.quantization.scale[0]), int(t.quantization.zeroPoint[0])) for t in sg.tensors
-              if t.type == schema.TensorType.INT8 and t.buffer == 0}
+              if t.type in (schema.TensorType.INT8, schema.TensorType.INT16) and t.buffer == 0}
     assert len(sg.tensors) > 600 and len(params) < 80
     again, changed = share_step_ranges(buf)
     assert changed == 0 and again == buf  # the shipped file already has one set per role
 
 
-def test_biases_follow_their_input_scale(r2_converted):
-    """The int8 kernel requires bias scale = input scale x weight scale (per channel) for every FULLY_CONNECTED."""
-    _, model, schema = _model(r2_converted)
+@pytest.mark.parametrize("recipe, biased", [("int8", 24), ("int16x8", 3)])
+def test_biases_follow_their_input_scale(r2_converted, recipe, biased):
+    """Integer kernels require bias scale = input scale x weight scale (per channel) for every FULLY_CONNECTED.
+    int8 keeps the candidate's recurrent bias in its per-step FULLY_CONNECTED; int16x8 only the projections and head."""
+    _, model, schema = _model(r2_converted, recipe)
     sg = model.subgraphs[0]
     fc = [i for i, c in enumerate(model.operatorCodes) if c.builtinCode == schema.BuiltinOperator.FULLY_CONNECTED]
     checked = 0
@@ -33,9 +37,24 @@ def test_biases_follow_their_input_scale(r2_converted):
             want = float(x.quantization.scale[0]) * np.asarray(w.quantization.scale, np.float64)
             assert np.allclose(np.asarray(b.quantization.scale, np.float64), want, rtol=1e-6)
             checked += 1
-    assert checked >= 24  # the candidate's recurrent bias, every step of both layers
+    assert checked >= biased
 
 
 def test_float_models_are_left_alone(r2_converted):
     buf, _, _ = _model(r2_converted, "float32")
     assert share_step_ranges(buf) == (buf, 0)
+
+
+@pytest.mark.parametrize("recipe", ["int8", "int16x8"])
+def test_each_bias_is_stored_once(r2_converted, recipe):
+    """Equal roles get bit-equal re-quantized biases, so no FULLY_CONNECTED has a bias of its own per step."""
+    _, model, schema = _model(r2_converted, recipe)
+    sg = model.subgraphs[0]
+    fc = [i for i, c in enumerate(model.operatorCodes) if c.builtinCode == schema.BuiltinOperator.FULLY_CONNECTED]
+    weights, biases = set(), set()
+    for op in sg.operators:
+        if op.opcodeIndex in fc:
+            weights.add(sg.tensors[int(op.inputs[1])].buffer)
+            if len(op.inputs) > 2 and op.inputs[2] >= 0:
+                biases.add(sg.tensors[int(op.inputs[2])].buffer)
+    assert len(biases) <= len(weights) < 12
