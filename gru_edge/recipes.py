@@ -153,6 +153,9 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
                           "lowering = \"keras\" (TensorFlow's WHILE loop).")
     if conv["streaming"] and conv["lowering"] != "gru-edge":
         raise RecipeError(f"{where}: streaming = true needs lowering = \"gru-edge\" (it adds the step signature).")
+    if conv["streaming"] and conv["quantization"] == "int16x8":
+        raise RecipeError(f"{where}: streaming = true works with float32, float16, dynamic-int8 and int8; TensorFlow's "
+                          "converter cannot calibrate a second int16x8 signature.")
     if not 0.0 <= conv["float_fallback"] <= 1.0:
         raise RecipeError(f"{where}: float_fallback must be between 0 and 1, got {conv['float_fallback']}.")
     if conv["float_fallback"] and conv["quantization"] != "int8":

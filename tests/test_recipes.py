@@ -69,6 +69,8 @@ def test_own_recipe_file(tmp_path):
     (GOOD + '[gpu]\nprecision = "fp8"\n', "unknown gpu precision 'fp8'. Supported: fp16, fp32"),
     (GOOD.replace("[convert]", "[convert]\nbatch_size = 0"), "batch_size must be at least 1"),
     ("description = ", "is not valid TOML"),
+    (GOOD.replace('quantization = "float16"', 'quantization = "int16x8"\nstreaming = true'),
+     "streaming = true works with float32, float16, dynamic-int8 and int8"),
 ])
 def test_bad_recipe_files_name_the_key(tmp_path, text, message):
     with pytest.raises(RecipeError, match=message):

@@ -23,10 +23,11 @@ max_task_metric_delta = 0.05
 @pytest.fixture(scope="module")
 def streamed(r2_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("stream")
-    for q, atol in (("float32", 1e-5), ("dynamic-int8", 3e-2)):
+    names = []
+    for q, atol in (("float32", 1e-5), ("dynamic-int8", 3e-2), ("int8", 0.2)):
         (d / f"stream-{q}.toml").write_text(STREAMING.format(q=q, atol=atol))
-    return convert.convert(r2_run / "model.keras", [str(d / "stream-float32.toml"),
-                                                    str(d / "stream-dynamic-int8.toml")], d / "out")
+        names.append(str(d / f"stream-{q}.toml"))
+    return convert.convert(r2_run / "model.keras", names, d / "out")
 
 
 def test_step_signature_has_explicit_state(streamed):
@@ -51,6 +52,23 @@ def test_step_over_t_steps_equals_the_full_sequence(streamed, index):
 def test_verify_checks_the_step_signature_too(r2_run, streamed):
     rep = verify(r2_run / "model.keras", streamed.models[0].path).report
     assert rep.passed and rep.streaming["passed"] and rep.streaming["max_abs_error"] <= 1e-5
+
+
+def test_int8_step_graph_is_calibrated_and_shares_the_weights(r2_run, r2_converted, streamed):
+    """The int8 `step` signature is integer too (calibrated on the states the training windows reach), its weights are
+    the full graph's, and it agrees with the full sequence to int8 precision."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = streamed.models[2].path
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    fc = {i for i, c in enumerate(model.operatorCodes) if c.builtinCode == schema.BuiltinOperator.FULLY_CONNECTED}
+    step = model.subgraphs[1]
+    kinds = {step.tensors[int(op.inputs[1])].type for op in step.operators if op.opcodeIndex in fc}
+    assert kinds == {schema.TensorType.INT8}
+    plain = next(m for m in r2_converted.models if m.recipe == "int8")
+    assert path.stat().st_size < plain.size_bytes + 8 * 1024
+    rep = verify(r2_run / "model.keras", path).report
+    assert rep.passed and rep.streaming["passed"] and rep.streaming["max_abs_error"] < 0.15
 
 
 def test_streaming_refuses_backwards_layers(tmp_path):
