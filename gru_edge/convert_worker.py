@@ -110,11 +110,10 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
 
         chunks = [np.concatenate([cal[i: i + b], cal[: max(0, i + b - len(cal))]]).astype(np.float32)
                   for i in range(0, len(cal), b)]  # the last batch padded by repeating windows: shapes are static
-        # int8 calibrates the streaming `step` graph too (else it stays float, with its own float copy of every
-        # weight). int16x8 does not: calibrating both signatures breaks the converter's int16x8 output (R2: PSNR
-        # 12 dB on the full sequence), so its `step` stays float.
-        steps = (_step_samples(tf, lowered, chunks) if recipe.streaming and recipe.lowering == "gru-edge"
-                 and q == "int8" else [])
+        # A streaming int8 model calibrates its `step` graph too (else it stays float, with a float copy of every
+        # weight). int16x8 cannot stream (the recipe check refuses it): calibrating both signatures breaks the
+        # converter's int16x8 output (R2: PSNR 12 dB on the full sequence), and without it the converter stops.
+        steps = _step_samples(tf, lowered, chunks) if recipe.streaming else []
 
         def representative():
             for chunk in chunks:
