@@ -160,8 +160,6 @@ def _compiled_call(path: Path, threads: int):
     return lambda: model.run_by_index(0, ins, outs)
 
 
-
-
 def _timers_for(name: str, path: Path, threads: int, timers: dict) -> None:
     timers[name] = _interpreter_call(path, threads)
     timers[name + CACHED] = _compiled_call(path, threads)

@@ -3,8 +3,9 @@
 TensorFlow's converter writes each use of a shared weight as its own tensor, with its own copy of the quantization
 parameters (per-channel scales cost 12 bytes per output channel), gives every intermediate tensor an empty buffer and
 a long name, and repeats identical shape vectors and option tables. On an unrolled GRU that is most of the file. This
-pass merges identical constant tensors and buffers, drops the names of inner tensors (signature inputs and outputs keep
-theirs), points data-less tensors at the shared empty buffer 0, and writes each identical vector, string and table once.
+pass merges identical constant tensors and buffers, drops buffers nothing refers to and the names of inner tensors
+(signature inputs and outputs keep theirs), points data-less tensors at the shared empty buffer 0, and writes each
+identical vector, string and table once.
 """
 
 from __future__ import annotations
