@@ -28,7 +28,8 @@ def _emit(**event) -> None:
 
 
 def _converter(tf, keras_model, lowered, recipe: Recipe):
-    """Return a TFLiteConverter for the recipe's graph: gru-edge's lowering, or Keras' own WHILE loop."""
+    """Return a TFLiteConverter for the recipe's graph (gru-edge's lowering, or Keras' own WHILE loop) and gru-edge's
+    functions by signature key (none for Keras')."""
     b = recipe.batch_size
     if recipe.lowering == "keras":
         import keras
@@ -47,7 +48,7 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
             x = clone(x)
             clone.set_weights(layer.get_weights())
         fixed = keras.Model(inputs, {lowered.output_name: x})
-        return tf.lite.TFLiteConverter.from_keras_model(fixed)
+        return tf.lite.TFLiteConverter.from_keras_model(fixed), {}
     # Measured on R2: for int16x8 the unfused candidate bias gives 128 KiB instead of 156 KiB and 66 dB instead of
     # 42 dB PSNR; for int8 it saves 5% of the file but costs 14% in latency, so int8 keeps the fused bias.
     functions = lowering.build_functions(lowered, b, streaming=recipe.streaming,
@@ -56,7 +57,7 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
     for key, fn in functions.items():
         setattr(holder, key, fn)
     return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function() for fn in functions.values()],
-                                                           holder)
+                                                           holder), functions
 
 
 def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[float, float] | None,
@@ -75,11 +76,10 @@ def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[
     return np.concatenate([picked, data.edge_cases(t, f, *input_range)])
 
 
-def _step_samples(tf, lowered, chunks: list[np.ndarray]) -> list[dict]:
-    """The inputs the ``step`` signature meets when the calibration windows are fed one step at a time (frame and
+def _step_samples(tf, lowered, step, chunks: list[np.ndarray]) -> list[dict]:
+    """The inputs the ``step`` function meets when the calibration windows are fed one step at a time (frame and
     the states so far), so that a streaming integer model calibrates its step graph too."""
     b = chunks[0].shape[0]
-    step = lowering.build_functions(lowered, b, streaming=True)[lowering.STEP]
     names = lowered.state_names()
     feeds = []
     for chunk in chunks:
@@ -94,7 +94,7 @@ def _step_samples(tf, lowered, chunks: list[np.ndarray]) -> list[dict]:
 
 def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | None,
                 input_range: tuple[float, float] | None = None) -> tuple[bytes, int]:
-    conv = _converter(tf, keras_model, lowered, recipe)
+    conv, functions = _converter(tf, keras_model, lowered, recipe)
     # Builtin ops only: SELECT_TF_OPS (Flex) is never enabled, whatever the recipe says.
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     n_cal = 0
@@ -113,7 +113,7 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         # A streaming int8 model calibrates its `step` graph too (else it stays float, with a float copy of every
         # weight). int16x8 cannot stream (the recipe check refuses it): calibrating both signatures breaks the
         # converter's int16x8 output (R2: PSNR 12 dB on the full sequence), and without it the converter stops.
-        steps = _step_samples(tf, lowered, chunks) if recipe.streaming else []
+        steps = _step_samples(tf, lowered, functions[lowering.STEP], chunks) if recipe.streaming else []
 
         def representative():
             for chunk in chunks:
@@ -193,7 +193,7 @@ def main(request_path: str) -> int:
         return 3
     if req.get("explain"):
         recipe = Recipe.from_dict(req["recipes"][0])
-        conv = _converter(tf, keras_model, lowered, recipe)
+        conv, _ = _converter(tf, keras_model, lowered, recipe)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         cal = _calibration(recipe, train_x, input_range)
         conv.representative_dataset = lambda: ([cal[i: i + 1]] for i in range(len(cal)))
