@@ -29,7 +29,7 @@ def share_step_ranges(buf: bytes) -> tuple[bytes, int]:
     opname = [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
     t = schema.TensorType
     # int8 activations are asymmetric with int32 biases; int16 activations symmetric (zero point 0) with int64 biases.
-    kinds = {t.INT8: (-128, 127, t.INT32), t.INT16: (-32767, 32767, t.INT64)}
+    kinds = {t.INT8: (-128, 127, t.INT32, np.int32), t.INT16: (-32767, 32767, t.INT64, np.int64)}
     changed = sum(_share(model, sg, opname, kinds) for sg in model.subgraphs)
     if not changed:
         return buf, 0
@@ -58,7 +58,7 @@ def _share(model, sg, opname: list[str], kinds: dict) -> int:
     def start(i, t):
         if i not in const:
             return ("t", t.type, _shape(t))
-        if any(t.type == bias for *_, bias in kinds.values()):
+        if any(t.type == bias for _, _, bias, _ in kinds.values()):
             return ("bias", _shape(t))
         return ("const", t.type, np.asarray(model.buffers[t.buffer].data, np.uint8).tobytes())
     label = [start(i, t) for i, t in enumerate(tensors)]
@@ -102,7 +102,7 @@ def _share(model, sg, opname: list[str], kinds: dict) -> int:
                   for i in members}
         if len(params) == 1 or fixed & set(members):
             continue  # already one set, or a kernel prescribes it
-        qmin, qmax, _ = kinds[tensors[members[0]].type]
+        qmin, qmax, _, _ = kinds[tensors[members[0]].type]
         lo = min(0.0, *(s * (qmin - z) for s, z in params))
         hi = max(0.0, *(s * (qmax - z) for s, z in params))
         if qmin == -qmax:  # symmetric
@@ -135,8 +135,7 @@ def _requantize_biases(model, ops, opname, tensors, kinds: dict) -> None:
         x, w, b = (int(i) for i in op.inputs[:3])
         if not _per_tensor(tensors[x], kinds) or tensors[b].type != kinds[tensors[x].type][2]:
             continue
-        bias = tensors[b]
-        dtype = np.int32 if bias.type == schema.TensorType.INT32 else np.int64
+        bias, dtype = tensors[b], kinds[tensors[x].type][3]
         values = np.frombuffer(np.asarray(model.buffers[bias.buffer].data, np.uint8).tobytes(), dtype)
         old = np.asarray(bias.quantization.scale, np.float64)
         key = (np.asarray(model.buffers[tensors[w].buffer].data, np.uint8).tobytes(),
