@@ -15,7 +15,7 @@ import numpy as np
 
 from gru_edge.errors import GpuUnavailable
 from gru_edge.io import native_stderr
-from gru_edge.runtime import in_batches
+from gru_edge.runtime import in_batches, run_steps
 from gru_edge.tflite_model import OpUse, TfliteModel
 
 CLASSIC, LITERT = "classic GPU delegate", "LiteRT GPU"
@@ -142,6 +142,7 @@ class GpuRun:
     reason: str  # why the GPU could not be used, or "" when it was
     fully_accelerated: bool
     outputs: dict[str, np.ndarray]
+    stepped: dict[str, np.ndarray] | None = None  # the ``step`` signature fed one time step at a time, if it has one
 
 
 _NO_GPU_MARKERS = ("No adapters found", "Couldn't load Vulkan", "Failed to initialize WebGPU", "No GPU",
@@ -173,27 +174,37 @@ def run_compiled(model_path: Path, inputs: np.ndarray, precision: str = "fp16", 
 
 
 def _run(model, inputs: np.ndarray) -> GpuRun:
-    key = "serving_default" if "serving_default" in model.get_signature_list() else \
-        next(iter(model.get_signature_list()))
-    index = model.get_signature_index(key)
-    details = model.get_output_tensor_details(key)
-    names = list(details)
-    ins, outs = model.create_input_buffers(index), model.create_output_buffers(index)
-    batch = next(iter(model.get_input_tensor_details(key).values()))["shape"][0]
-
-    def run(chunk: np.ndarray) -> dict[str, np.ndarray]:
-        ins[0].write(chunk)
-        model.run_by_index(index, ins, outs)
-        return {name: np.asarray(buf.read(int(np.prod(details[name]["shape"])), np.float32))
-                .reshape(details[name]["shape"]) for name, buf in zip(names, outs)}
-
-    return GpuRun(True, "", bool(model.is_fully_accelerated()), in_batches(inputs, batch, run))
+    sigs = model.get_signature_list()
+    key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
+    run, (name, detail) = _signature(model, key), next(iter(model.get_input_tensor_details(key).items()))
+    outputs = in_batches(inputs, detail["shape"][0], lambda chunk: run({name: chunk}))
+    stepped = None
+    if "step" in sigs:
+        stepped = run_steps(_signature(model, "step"), model.get_input_tensor_details("step"), inputs)
+    return GpuRun(True, "", bool(model.is_fully_accelerated()), outputs, stepped)
 
 
-def gpu_outputs(model_path: Path, inputs: np.ndarray, precision: str) -> tuple[dict[str, np.ndarray], dict]:
-    """Outputs from the GPU and what ran; GpuUnavailable when no GPU can be used here."""
+def _signature(model, key: str):
+    """A function from {input name: array} to {output name: array} for one signature, its buffers made once."""
+    ins = {k: model.create_input_buffer_by_name(key, k) for k in model.get_input_tensor_details(key)}
+    out_details = model.get_output_tensor_details(key)
+    outs = {k: model.create_output_buffer_by_name(key, k) for k in out_details}
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for k, v in feed.items():
+            ins[k].write(np.ascontiguousarray(v, np.float32))
+        model.run_by_name(key, ins, outs)
+        return {k: np.asarray(buf.read(int(np.prod(out_details[k]["shape"])), np.float32))
+                .reshape(out_details[k]["shape"]) for k, buf in outs.items()}
+
+    return run
+
+
+def gpu_outputs(model_path: Path, inputs: np.ndarray, precision: str) -> GpuRun:
+    """Outputs from the GPU (full sequence, and streamed through ``step`` if the model has it); GpuUnavailable when
+    no GPU can be used here."""
     run = run_compiled(model_path, inputs, precision)
     if not run.available:
         raise GpuUnavailable(f"GPU check not run: {run.reason}. This is not a pass: run it where a GPU is "
                              "available (exit status 3).")
-    return run.outputs, {"accelerator": "gpu", "precision": precision, "fully_accelerated": run.fully_accelerated}
+    return run

@@ -159,20 +159,22 @@ def on_accelerator(report_inputs: tuple, model_path: Path, inputs: np.ndarray, p
     from gru_edge.gpu import gpu_outputs
 
     expected, tol, targets, task = report_inputs
-    actual, info = gpu_outputs(model_path, inputs, precision)
-    report = compare(expected, actual, tol, targets, task)
+    run = gpu_outputs(model_path, inputs, precision)
+    report = compare(expected, run.outputs, tol, targets, task)
+    report = check_streaming(report, run.stepped, expected, run.outputs)
     failures = report.failures
-    if not info["fully_accelerated"]:
+    if not run.fully_accelerated:
         failures += ("accelerator gpu: the model was not fully accelerated (some ops ran on the CPU)",)
+    info = {"accelerator": "gpu", "precision": precision, "fully_accelerated": run.fully_accelerated}
     return replace(report, passed=not failures, failures=failures, accelerator=info)
 
 
-def check_streaming(report: ParityReport, runner, inputs: np.ndarray, expected: dict[str, np.ndarray],
-                    full: dict[str, np.ndarray]) -> ParityReport:
-    """Also run the ``step`` signature over every sequence; it must meet the same limits as the full sequence."""
-    if not runner.has_step:
+def check_streaming(report: ParityReport, stepped: dict[str, np.ndarray] | None,
+                    expected: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> ParityReport:
+    """Add the ``step`` signature's outputs (fed every sequence one step at a time; None: the model has no ``step``);
+    they must meet the same limits as the full sequence."""
+    if stepped is None:
         return report
-    stepped = runner.run_steps(inputs)
     step_report = compare(expected, stepped, report.tolerances)
     diff = max((float(np.abs(stepped[k] - full[k]).max()) for k in stepped if k in full and len(full[k])),
                default=math.nan)
@@ -348,4 +350,5 @@ def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1,
     runner = Runner(model_path, bundle.manifest["model"].get("signature"), threads=threads)
     actual = runner.run(bundle.inputs)
     report = compare(bundle.expected, actual, bundle.tolerances, bundle.targets, bundle.task)
-    return check_streaming(report, runner, bundle.inputs, bundle.expected, actual).with_notes(notes)
+    stepped = runner.run_steps(bundle.inputs) if runner.has_step else None
+    return check_streaming(report, stepped, bundle.expected, actual).with_notes(notes)

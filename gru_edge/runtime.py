@@ -74,20 +74,24 @@ class Runner:
         return "step" in self.signatures
 
     def run_steps(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Feed each sequence one time step at a time through the ``step`` signature, state starting at zero.
-
-        Returns the outputs after the last step, named like the full-sequence signature's outputs.
-        """
+        """Feed each sequence one time step at a time through the ``step`` signature (see ``run_steps``)."""
         step = self._interp.get_signature_runner("step")
-        details = step.get_input_details()
-        states = sorted(k for k in details if k.startswith("state_"))
+        return run_steps(lambda feed: step(**feed), step.get_input_details(), x)
 
-        def stream(chunk: np.ndarray) -> dict[str, np.ndarray]:
-            state = {k: np.zeros(details[k]["shape"], np.float32) for k in states}
-            out = {}
-            for t in range(chunk.shape[1]):
-                out = step(frame=np.ascontiguousarray(chunk[:, t, :]), **state)
-                state = {k: out[f"{k}_out"] for k in states}
-            return {k: v for k, v in out.items() if not k.startswith("state_")}
 
-        return in_batches(x, details["frame"]["shape"][0], stream)
+def run_steps(step, details: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Feed [N, T, F] sequences to a ``step`` signature one time step at a time, state starting at zero.
+
+    ``step`` maps {input name: array} to {output name: array}; ``details`` are its inputs' details (shapes).
+    Returns the outputs after the last step, named like the full-sequence signature's outputs.
+    """
+    states = sorted(k for k in details if k.startswith("state_"))
+
+    def stream(chunk: np.ndarray) -> dict[str, np.ndarray]:
+        state, out = {k: np.zeros(details[k]["shape"], np.float32) for k in states}, {}
+        for t in range(chunk.shape[1]):
+            out = step({"frame": np.ascontiguousarray(chunk[:, t, :]), **state})
+            state = {k: out[f"{k}_out"] for k in states}
+        return {k: v for k, v in out.items() if not k.startswith("state_")}
+
+    return in_batches(x, details["frame"]["shape"][0], stream)

@@ -119,7 +119,8 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
                                        gpu_precision(tflite_path)).with_notes(notes)
         return VerifyResult(report, recipe, samples, None)
     report = parity.compare(expected, actual, tol, samples.targets, task)
-    report = parity.check_streaming(report, runner, samples.inputs, expected, actual).with_notes(notes)
+    stepped = runner.run_steps(samples.inputs) if runner.has_step else None
+    report = parity.check_streaming(report, stepped, expected, actual).with_notes(notes)
     written = None
     if bundle_dir is not None:
         written = parity.write_bundle(bundle_dir, tflite_path, recipe, runner.signature, runner.input_name,

@@ -66,8 +66,20 @@ def test_compiled_model_path_matches_the_interpreter(r2_converted):
     model = next(m for m in r2_converted.models if m.recipe == "float32")
     x = np.random.default_rng(3).standard_normal((3, 24, 4)).astype(np.float32)
     run = gpu.run_compiled(model.path, x, accelerator="cpu")
-    assert run.available and run.outputs["forecast"].shape == (3, 3)
+    assert run.available and run.outputs["forecast"].shape == (3, 3) and run.stepped is None
     np.testing.assert_allclose(run.outputs["forecast"], Runner(model.path).run(x)["forecast"], atol=1e-6)
+
+
+def test_compiled_model_streams_the_step_signature(r2_converted):
+    """A model with a ``step`` signature is also streamed through it, as the Android demo does on the GPU."""
+    from gru_edge.runtime import Runner
+
+    model = next(m for m in r2_converted.models if m.recipe == "android-gpu")
+    x = np.random.default_rng(4).standard_normal((2, 24, 4)).astype(np.float32)
+    run = gpu.run_compiled(model.path, x, accelerator="cpu")
+    assert run.stepped is not None and run.stepped["forecast"].shape == (2, 3)
+    np.testing.assert_allclose(run.stepped["forecast"], Runner(model.path).run_steps(x)["forecast"], atol=1e-6)
+    np.testing.assert_allclose(run.stepped["forecast"], run.outputs["forecast"], atol=1e-5)
 
 
 def test_no_gpu_is_its_own_outcome(r2_converted):
@@ -75,8 +87,9 @@ def test_no_gpu_is_its_own_outcome(r2_converted):
     model = next(m for m in r2_converted.models if m.recipe == "android-gpu")
     x = np.zeros((1, 24, 4), np.float32)
     try:
-        outputs, info = gpu.gpu_outputs(model.path, x, "fp16")
+        run = gpu.gpu_outputs(model.path, x, "fp16")
     except GpuUnavailable as e:
         assert "GPU check not run" in str(e) and e.exit_code == 3
-    else:  # a machine with a GPU: then the model must run fully accelerated
-        assert info["fully_accelerated"] and outputs["forecast"].shape == (1, 3)
+    else:  # a machine with a GPU: then the model must run fully accelerated, streaming included
+        assert run.fully_accelerated and run.outputs["forecast"].shape == (1, 3)
+        assert run.stepped["forecast"].shape == (1, 3)
