@@ -33,6 +33,10 @@ _ALWAYS = {"PACK", "SPLIT", "SPLIT_V", "CONCATENATION", "RESHAPE", "QUANTIZE", "
            "DENSIFY", "LSTM", "ADD_N", "DYNAMIC_UPDATE_SLICE"}
 _CONTROL_FLOW = {"WHILE", "IF", "CALL_ONCE"}
 _VARIABLES = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
+# A GPU shader binds each runtime tensor of an op as a storage buffer; WebGPU guarantees 8 per shader stage. Past the
+# adapter's limit LiteRT's GPU accelerator still reports the model fully accelerated but computes wrong outputs
+# (measured: a 24-way SPLIT on an H200, whose limit is 16).
+MAX_BUFFERS = 8
 
 
 @dataclass(frozen=True)
@@ -112,19 +116,26 @@ def _classic_reason(op: OpUse) -> str | None:
     return f"{name} is not supported by the GPU delegate"
 
 
+def _litert_reason(op: OpUse) -> str | None:
+    """Why LiteRT's GPU accelerator would refuse ``op`` or compute it wrongly, or None."""
+    if op.name in _CONTROL_FLOW:
+        return "control flow: the GPU accelerator refuses the model ('Failed to modify graph')"
+    if op.name in _VARIABLES:
+        return "variable tensors: CompiledModel refuses them; pass state explicitly"
+    buffers = sum(not c for c in op.input_const) + len(op.output_shapes)
+    if buffers > MAX_BUFFERS:
+        return (f"{buffers} runtime tensors: WebGPU guarantees {MAX_BUFFERS} storage buffers per shader; past the "
+                "GPU's limit it runs 'fully accelerated' with wrong outputs")
+    return None
+
+
 def check(model: TfliteModel) -> list[Finding]:
     """Return one finding per op (or model property) that keeps the model off a GPU, under both rule sets."""
     findings = []
     for op in model.ops:
-        reason = _classic_reason(op)
-        if reason:
-            findings.append(Finding(CLASSIC, op.subgraph, op.index, op.name, reason))
-        if op.name in _CONTROL_FLOW:
-            findings.append(Finding(LITERT, op.subgraph, op.index, op.name,
-                                    "control flow: the GPU accelerator refuses the model ('Failed to modify graph')"))
-        elif op.name in _VARIABLES:
-            findings.append(Finding(LITERT, op.subgraph, op.index, op.name,
-                                    "variable tensors: CompiledModel refuses them; pass state explicitly"))
+        for rules, reason in ((CLASSIC, _classic_reason(op)), (LITERT, _litert_reason(op))):
+            if reason:
+                findings.append(Finding(rules, op.subgraph, op.index, op.name, reason))
     if model.dynamic_tensors:
         findings.append(Finding(LITERT, -1, -1, "-", f"{model.dynamic_tensors} tensors have dynamic shapes; GPU "
                                                      "delegates need static shapes (fixed batch)"))

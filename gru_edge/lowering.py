@@ -8,6 +8,9 @@ Shape of the graph, per GRU layer (batch B fixed, T steps):
   FULLY_CONNECTED (state -> candidate), MUL, ADD, TANH, SUB, MUL, ADD; the first step, whose state is zero, needs
   fewer;
 - CONCATENATION of the states when the layer returns sequences.
+No op reads or writes more than 8 runtime tensors (``FAN`` + 1): a GPU shader binds each as a storage buffer, WebGPU
+guarantees 8 per shader stage, and LiteRT's GPU accelerator on an H200 (16 there) ran a 24-way SPLIT "fully
+accelerated" with wrong outputs. Longer sequences are split and joined in a tree.
 Each weight matrix is one constant read by every step; no WHILE (GPU delegates refuse it), no TensorList (Flex).
 
 The optional ``step`` function is the same cell for one time step with the state passed in and out explicitly
@@ -27,6 +30,7 @@ _DENSE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax"}
 SERVE, STEP = "serving_default", "step"
 PASS_THROUGH = ("InputLayer", "Dropout")  # no computation at inference
 SUPPORTED_LAYERS = (*PASS_THROUGH, "GRU", "Dense")
+FAN = 7  # most outputs of one SPLIT, inputs of one CONCATENATION: with the one tensor on the other side, 8 buffers
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,29 @@ class _Cell:
         return cand + z * (h - cand)
 
 
+def _groups(n: int) -> list[int]:
+    """Sizes of the groups ``n`` steps are first cut into, as even as possible (n > FAN)."""
+    k = min(FAN, -(-n // FAN))
+    return [n // k + (i < n % k) for i in range(k)]
+
+
+def split_steps(tf, x, n: int) -> list:
+    """``x`` [B, n, C] cut into n steps [B, 1, C] by SPLITs of at most FAN outputs each."""
+    if n <= FAN:
+        return tf.split(x, n, axis=1)
+    sizes = _groups(n)
+    parts = tf.split(x, len(sizes), axis=1) if len(set(sizes)) == 1 else tf.split(x, sizes, axis=1)
+    return [step for part, size in zip(parts, sizes) for step in split_steps(tf, part, size)]
+
+
+def concat_steps(tf, xs: list):
+    """The steps ``xs`` [B, 1, C] joined on axis 1 by CONCATENATIONs of at most FAN inputs each."""
+    if len(xs) <= FAN:
+        return tf.concat(xs, axis=1)
+    ends = [int(e) for e in np.cumsum([0] + _groups(len(xs)))]
+    return concat_steps(tf, [concat_steps(tf, xs[a:b]) for a, b in zip(ends[:-1], ends[1:])])
+
+
 def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = False, integer: bool = False) -> dict:
     """Return ``{signature key: tf.function}``: the full sequence, and the one-step ``step`` when streaming.
 
@@ -203,14 +230,14 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
     def forward(sequence):
         x = sequence
         for cell in [c for c in cells if c is not None]:
-            steps = list(zip(*[tf.split(p, t, axis=1) for p in cell.project(tf, x)]))
+            steps = list(zip(*[split_steps(tf, p, t) for p in cell.project(tf, x)]))
             if cell.spec.go_backwards:
                 steps = steps[::-1]
             h, outs = None, []
             for xs in steps:
                 h = cell.step(tf, xs, h)
                 outs.append(h)
-            x = tf.concat(outs, axis=1) if cell.spec.return_sequences else h
+            x = concat_steps(tf, outs) if cell.spec.return_sequences else h
         return {lowered.output_name: head(x)}
 
     forward.__name__ = SERVE  # the converter names each signature after its function

@@ -40,6 +40,26 @@ def test_classic_rules_accept(op):
     assert gpu._classic_reason(op) is None
 
 
+@pytest.mark.parametrize("op, reason", [
+    (_op("WHILE", [(1,)]), "control flow"),
+    (_op("VAR_HANDLE", [(1,)]), "variable tensors"),
+    # a 24-way SPLIT: 25 storage buffers in one shader; on an H200 it ran "fully accelerated" with wrong outputs
+    (_op("SPLIT", [(), (1, 24, 64)], (True, False), out=[(1, 1, 64)] * 24), "25 runtime tensors"),
+    (_op("CONCATENATION", [(1, 1, 8)] * 8), "9 runtime tensors"),
+])
+def test_litert_rules_refuse(op, reason):
+    assert reason in gpu._litert_reason(op)
+
+
+@pytest.mark.parametrize("op", [
+    _op("SPLIT", [(), (1, 24, 64)], (True, False), out=[(1, 4, 64)] * 6),
+    _op("CONCATENATION", [(1, 1, 8)] * 7, out=[(1, 7, 8)]),
+    _op("FULLY_CONNECTED", [(1, 1, 64), (64, 64), (64,)], (False, True, True), out=[(1, 1, 64)]),
+])
+def test_litert_rules_accept(op):
+    assert gpu._litert_reason(op) is None
+
+
 @pytest.mark.parametrize("which", ["r1", "r2"])
 def test_android_gpu_model_has_no_findings(which, request):
     converted = request.getfixturevalue(f"{which}_converted")

@@ -102,3 +102,26 @@ def test_integer_arrangement_equals_keras_too():
     fn = lowering.build_functions(lw, 2, integer=True)[lowering.SERVE]
     x = np.random.default_rng(5).standard_normal((2, 10, 4)).astype(np.float32)
     assert float(np.abs(fn(x)[lw.output_name].numpy() - np.asarray(m(x))).max()) <= 1e-5
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 24, 50, 100])
+def test_steps_split_and_join_in_order_with_a_bounded_fan(n):
+    """Each SPLIT has at most FAN outputs and each CONCATENATION at most FAN inputs (GPU storage-buffer limit)."""
+    import tensorflow as tf
+
+    x = np.arange(2 * n * 3, dtype=np.float32).reshape(2, n, 3)
+    graph = tf.function(lambda v: lowering.concat_steps(tf, [s * 2.0 for s in lowering.split_steps(tf, v, n)])) \
+        .get_concrete_function(tf.TensorSpec(x.shape, tf.float32)).graph
+    fans = [len(op.outputs) for op in graph.get_operations() if op.type in ("Split", "SplitV")] + \
+           [len(op.inputs) - 1 for op in graph.get_operations() if op.type == "ConcatV2"]  # the last input: axis
+    assert fans and max(fans) <= lowering.FAN
+    steps = lowering.split_steps(tf, tf.constant(x), n)
+    assert len(steps) == n and all(np.array_equal(s.numpy(), x[:, i:i + 1]) for i, s in enumerate(steps))
+    np.testing.assert_array_equal(lowering.concat_steps(tf, steps).numpy(), x)
+
+
+def test_long_sequences_equal_keras():
+    """50 steps: the step SPLITs and the returned sequence's CONCATENATIONs are trees; still equal to Keras."""
+    m = _model([keras.layers.GRU(8, return_sequences=True, go_backwards=True), keras.layers.GRU(8),
+                keras.layers.Dense(2)], 50, 3)
+    assert _max_error(m) <= 1e-5
