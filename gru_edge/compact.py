@@ -4,8 +4,8 @@ TensorFlow's converter writes each use of a shared weight as its own tensor, wit
 parameters (per-channel scales cost 12 bytes per output channel), gives every intermediate tensor an empty buffer and
 a long name, and repeats identical shape vectors and option tables. On an unrolled GRU that is most of the file. This
 pass merges identical constant tensors and buffers, drops buffers nothing refers to and the names of inner tensors
-(signature inputs and outputs keep theirs), points data-less tensors at the shared empty buffer 0, and writes each
-identical vector, string and table once.
+(signature inputs and outputs keep theirs), points data-less tensors at the shared empty buffer 0, drops option tables
+that hold only defaults, and writes each identical vector, string and table once.
 """
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ def compact(buf: bytes) -> tuple[bytes, CompactStats]:
             op.inputs, op.outputs = fix(op.inputs), fix(op.outputs)
             if op.intermediates is not None:
                 op.intermediates = fix(op.intermediates)
+            if op.builtinOptions is not None and _key(op.builtinOptions) == _key(type(op.builtinOptions)()):
+                # All defaults (ADD, MUL, SUB without a fused activation): the runtime fills in the same values.
+                op.builtinOptions, op.builtinOptionsType = None, 0
             if op.builtinOptions is not None:
                 op.builtinOptions = _Shared(op.builtinOptions, options_cache)
         sg.inputs, sg.outputs = fix(sg.inputs), fix(sg.outputs)

@@ -43,3 +43,14 @@ def test_identical_inner_tensors_and_options_are_written_once(r2_converted):
     assert len(positions) < sg.TensorsLength() / 10
     counts = np.bincount([sg.Operators(i).OpcodeIndex() for i in range(sg.OperatorsLength())])
     assert counts.argmax() == 0
+
+
+def test_option_tables_with_only_defaults_are_dropped(r2_converted):
+    """ADD, MUL and SUB without a fused activation store no options (the runtime's defaults are the same values);
+    SPLIT (num_splits) and the steps' FULLY_CONNECTED (keep_num_dims) keep theirs. Values: the verify tests."""
+    info = tflite_model.read(next(m for m in r2_converted.models if m.recipe == "float32").path)
+    elementwise = [op for op in info.ops if op.name in ("ADD", "MUL", "SUB")]
+    assert elementwise and all(op.options == {} for op in elementwise)
+    assert all(op.options["numSplits"] for op in info.ops if op.name == "SPLIT")
+    assert all(op.options["keepNumDims"] for op in info.ops if op.name == "FULLY_CONNECTED" and
+               len(op.output_shapes[0]) == 3)
