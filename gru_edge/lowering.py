@@ -201,17 +201,12 @@ def _tree(n: int) -> tuple[int, tuple[int, ...]]:
     return 1 + sum(_tree(g)[0] for g in sizes), sizes
 
 
-def _groups(n: int) -> list[int]:
-    """Sizes of the groups ``n`` (> FAN) steps are first cut into (see ``_tree``)."""
-    return list(_tree(n)[1])
-
-
 def split_steps(tf, x, n: int) -> list:
     """``x`` [B, n, C] cut into n steps [B, 1, C] by SPLITs of at most FAN outputs each."""
     if n <= FAN:
         return tf.split(x, n, axis=1)
-    sizes = _groups(n)
-    parts = tf.split(x, len(sizes), axis=1) if len(set(sizes)) == 1 else tf.split(x, sizes, axis=1)
+    sizes = _tree(n)[1]
+    parts = tf.split(x, len(sizes), axis=1) if len(set(sizes)) == 1 else tf.split(x, list(sizes), axis=1)
     return [step for part, size in zip(parts, sizes) for step in split_steps(tf, part, size)]
 
 
@@ -219,7 +214,7 @@ def concat_steps(tf, xs: list):
     """The steps ``xs`` [B, 1, C] joined on axis 1 by CONCATENATIONs of at most FAN inputs each."""
     if len(xs) <= FAN:
         return tf.concat(xs, axis=1)
-    ends = [int(e) for e in np.cumsum([0] + _groups(len(xs)))]
+    ends = [int(e) for e in np.cumsum((0,) + _tree(len(xs))[1])]
     return concat_steps(tf, [concat_steps(tf, xs[a:b]) for a, b in zip(ends[:-1], ends[1:])])
 
 
