@@ -70,9 +70,9 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
                            "settings from it. Convert with 'gru-edge convert'.")
     findings = gpu.check(info)
     if findings and sidecar.get("gpu"):
-        raise AndroidError(f"{model.name}'s recipe asks for the GPU but {len(findings)} op(s) break the GPU rules; the first: "
-                           f"{findings[0]}. 'gru-edge inspect {model}' lists them all; a model converted by this "
-                           "gru-edge's own lowering has none.")
+        raise AndroidError(f"{model.name}'s recipe asks for the GPU but {len(findings)} op(s) break the GPU "
+                           f"rules; the first: {findings[0]}. 'gru-edge inspect {model}' lists them all; a model "
+                           "converted by this gru-edge's own lowering has none.")
     if findings:
         warnings.append(f"{len(findings)} GPU finding(s): the demo's GPU run will fall back to the CPU")
     bundle = parity.read_bundle(bundle_dir)
