@@ -105,7 +105,7 @@ def weight_bytes(keras_model, quantization: str) -> int:
     return total
 
 
-def _plain_recipe(name: str) -> recipes.Recipe:
+def plain_recipe(name: str) -> recipes.Recipe:
     q, unroll = PLAIN[name]
     tol = {"atol": 1.0, "rtol": 1.0, "min_psnr_db": 0.0, "max_task_metric_delta": 1.0}  # bench checks no parity
     return recipes.parse({"description": f"TensorFlow's converter on the Keras layers ({name})",
@@ -127,6 +127,16 @@ def _time(fns: dict[str, callable], iterations: int, rounds: int) -> dict[str, t
                 ts.append(time.perf_counter() - t)
             samples[name].extend(ts)
     return {k: (float(np.median(v)) * 1e6, float(np.percentile(v, 90)) * 1e6) for k, v in samples.items()}
+
+
+def time_files(paths: dict[str, Path], threads: int = 1, iterations: int = 200,
+               rounds: int = 5) -> dict[str, tuple[float, float]]:
+    """Median µs of each .tflite with the Interpreter and with CompiledModel + weight cache, timed interleaved."""
+    timers: dict[str, callable] = {}
+    for name, path in paths.items():
+        _timers_for(name, path, threads, timers)
+    timed = _time(timers, iterations, rounds)
+    return {name: (timed[name][0], timed[name + CACHED][0]) for name in paths}
 
 
 def _interpreter_call(path: Path, threads: int, signature: str = "serving_default"):
@@ -208,7 +218,7 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
                 continue
             log(f"converting with TensorFlow's plain path: {name}")
             try:
-                got = convert_mod.convert(model_path, [_plain_recipe(name)], tmp / "plain").models[0]
+                got = convert_mod.convert(model_path, [plain_recipe(name)], tmp / "plain").models[0]
             except ConversionError as e:
                 note = "converter crashed" if "crashed" in str(e) else f"conversion failed: {str(e)[:80]}"
                 rows.append(BenchRow(name, q, None, weight_bytes(keras_model, q), None, None, note))
