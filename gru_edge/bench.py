@@ -11,6 +11,7 @@ biases at 4 bytes, int16x8 biases at 8): the floor a file could reach.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -136,14 +137,23 @@ def time_files(paths: dict[str, Path], threads: int = 1, iterations: int = 200,
     for name, path in paths.items():
         _timers_for(name, path, threads, timers)
     timed = _time(timers, iterations, rounds)
+    _release(timers)
     return {name: (timed[name][0], timed[name + CACHED][0]) for name in paths}
+
+
+def _release(timers: dict) -> None:
+    """Drop the loaded models now, quietly: each CompiledModel logs a line per accelerator when it goes."""
+    with native_stderr():
+        timers.clear()
+        gc.collect()
 
 
 def _interpreter_call(path: Path, threads: int, signature: str = "serving_default"):
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
+    with native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp.allocate_tensors()
     runner = interp.get_signature_runner(signature)
     feeds = {k: np.random.default_rng(0).standard_normal(d["shape"]).astype(np.float32)
              for k, d in runner.get_input_details().items()}
@@ -157,16 +167,16 @@ def _compiled_call(path: Path, threads: int):
     """A CompiledModel run on the CPU with XNNPACK's weight cache, kept in memory (as the Android demo does)."""
     from ai_edge_litert.compiled_model import CompiledModel, CpuOptions, HardwareAccelerator, Options
 
-    opts = Options(hardware_accelerators=HardwareAccelerator.CPU,
-                   cpu_options=CpuOptions(num_threads=threads, xnnpack_weight_cache_path=XNNPACK_IN_MEMORY_CACHE))
-    with native_stderr():  # the accelerator registry's log lines
+    with native_stderr():  # the accelerator registry's and the buffers' environment log lines
+        opts = Options(hardware_accelerators=HardwareAccelerator.CPU,
+                       cpu_options=CpuOptions(num_threads=threads, xnnpack_weight_cache_path=XNNPACK_IN_MEMORY_CACHE))
         model = CompiledModel.from_file(str(path), options=opts)
-    ins, outs = model.create_input_buffers(0), model.create_output_buffers(0)
-    rng = np.random.default_rng(0)
-    for name, buf in zip(model.get_signature_list()["serving_default"]["inputs"], ins):
-        shape = model.get_input_tensor_details("serving_default")[name]["shape"]
-        buf.write(rng.standard_normal(int(np.prod(shape))).astype(np.float32))
-    model.run_by_index(0, ins, outs)  # builds the cache
+        ins, outs = model.create_input_buffers(0), model.create_output_buffers(0)
+        rng = np.random.default_rng(0)
+        for name, buf in zip(model.get_signature_list()["serving_default"]["inputs"], ins):
+            shape = model.get_input_tensor_details("serving_default")[name]["shape"]
+            buf.write(rng.standard_normal(int(np.prod(shape))).astype(np.float32))
+        model.run_by_index(0, ins, outs)  # builds the cache
     return lambda: model.run_by_index(0, ins, outs)
 
 
@@ -236,6 +246,7 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
 
         log(f"timing {len(timers)} models: {rounds} rounds x {iterations} runs, {threads} thread(s)")
         timed = _time(timers, iterations, rounds)
+        _release(timers)
     rows = [BenchRow(r.name, r.quantization, r.size_bytes, r.weight_bytes, *timed.get(r.name, (None, None)), r.note,
                      timed.get(r.name + CACHED, (None,))[0]) for r in rows]
     full, step = timed["stream-full"][0], timed["stream-step"][0]
