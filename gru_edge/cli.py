@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 from pathlib import Path
 
 import click
 
-from gru_edge import __version__
+from gru_edge import __version__, text
 from gru_edge.errors import GruEdgeError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -44,26 +43,6 @@ def command(fn):
             raise error from None
 
     return wrapper
-
-
-def _fmt_err(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.2e}"
-
-
-def _fmt_psnr(x: float) -> str:
-    return "exact" if math.isinf(x) and x > 0 else f"{x:.1f} dB"
-
-
-def _fmt_delta(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.2%}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 @click.group(context_settings=CONTEXT)
@@ -140,7 +119,7 @@ def recipes_cmd(as_json, log):
     found = [recipes.load(n) for n in recipes.shipped_names()]
     if as_json:
         return _emit_json({"dir": str(recipes.shipped_dir()), "recipes": [r.to_dict() for r in found]})
-    click.echo(_table(["recipe", "quantization", "gpu", "description"],
+    click.echo(text.table(["recipe", "quantization", "gpu", "description"],
                       [[r.name, r.quantization, r.gpu.precision if r.gpu else "-", r.description] for r in found]))
 
 
@@ -183,7 +162,7 @@ def convert(model, to, budget, out_dir, as_json, log):
     result = run_convert(model, names, out_dir, log=log)
     if as_json:
         return _emit_json(result.to_dict())
-    click.echo(_table(["recipe", "file", "size", "weights", "ops"],
+    click.echo(text.table(["recipe", "file", "size", "weights", "ops"],
                       [[m.recipe, str(m.path), f"{m.size_bytes / 1024:.1f} KiB", f"{m.weight_bytes / 1024:.1f} KiB",
                         str(sum(m.ops.values()))] for m in result.models]))
     click.echo(f"converted in {result.seconds:.1f} s")
@@ -196,9 +175,9 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
     if as_json:
         _emit_json(result.to_dict())
     else:
-        click.echo(_table(["try", "recipe", "size", "max abs error", "task metric change", "within budget"],
-                          [[str(i), t.recipe, f"{t.size_bytes / 1024:.1f} KiB", _fmt_err(t.max_abs_error),
-                            _fmt_delta(t.task_delta), "yes" if t.accepted else "no"]
+        click.echo(text.table(["try", "recipe", "size", "max abs error", "task metric change", "within budget"],
+                          [[str(i), t.recipe, f"{t.size_bytes / 1024:.1f} KiB", text.err(t.max_abs_error),
+                            text.delta(t.task_delta), "yes" if t.accepted else "no"]
                            for i, t in enumerate(result.tries, start=1)]))
     if result.chosen is None:
         best = min((t for t in result.tries if t.task_delta is not None), key=lambda t: abs(t.task_delta),
@@ -211,35 +190,6 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
 
 
 # ---- verify -----------------------------------------------------------------------------------------------------
-
-def _render_report(report, header: str) -> None:
-    click.echo(header)
-    for o in report.outputs:
-        click.echo(f"  {o.name}: max abs error {_fmt_err(o.max_abs_error)}, max rel error "
-                   f"{_fmt_err(o.max_rel_error)}, PSNR {_fmt_psnr(o.psnr_db)} over {report.samples} samples")
-    if report.task:
-        t = report.task
-        click.echo(f"  task {t.metric}: original {t.reference:.4g}, converted {t.converted:.4g} "
-                   f"({_fmt_delta(t.relative_delta)}, + is worse) on {t.rows} held-out windows")
-        if t.class_agreement is not None:
-            click.echo(f"  class agreement with the original: {t.class_agreement:.2%} of {report.samples} samples")
-    if report.streaming:
-        st = report.streaming
-        click.echo(f"  step signature, one time step at a time: max abs error {_fmt_err(st['max_abs_error'])}, "
-                   f"{_fmt_err(st['max_abs_diff_vs_full_sequence'])} from the full-sequence signature")
-    if report.accelerator:
-        a = report.accelerator
-        click.echo(f"  accelerator: {a['accelerator']} ({a['precision']}), fully accelerated: "
-                   f"{'yes' if a['fully_accelerated'] else 'no'}")
-    for note in report.notes:
-        click.echo(f"  note: {note}")
-    if report.passed:
-        click.echo("PASS")
-    else:
-        click.echo("FAIL")
-        for failure in report.failures:
-            click.echo(f"  - {failure}")
-
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("models", nargs=-1, type=click.Path(path_type=Path))
@@ -297,13 +247,9 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, 
     if as_json:
         _emit_json(doc)
     else:
-        _render_report(report, header)
+        click.echo(text.parity_report(report, header))
         if doc.get("explain"):
-            ranked = doc["explain"]
-            click.echo(f"ops ranked by quantization error (rmse / scale, in quantization steps), worst {min(10, len(ranked))}"
-                       f" of {len(ranked)}:")
-            for r in ranked[:10]:
-                click.echo(f"  {r['rmse_over_scale']:8.3f}  {r['op']:<16} {r['tensor'][:70]}")
+            click.echo(text.ranked_ops(doc["explain"]))
     sys.exit(0 if report.passed else 1)
 
 
@@ -325,23 +271,7 @@ def inspect(model, as_json, log):
     findings = gpu.check(info)
     if as_json:
         return _emit_json({**info.to_dict(), "gpu_findings": [f.to_dict() for f in findings]})
-    kib = lambda n: f"{n / 1024:.1f} KiB"  # noqa: E731
-    click.echo(f"{model.name}: {kib(info.size_bytes)} (weights {kib(info.weight_bytes)}, graph "
-               f"{kib(info.size_bytes - info.weight_bytes)}), min runtime {info.min_runtime_version or 'unknown'}")
-    click.echo("signatures:")
-    for sig in info.signatures:
-        fmt = lambda ts: ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in ts)  # noqa: E731
-        click.echo(f"  {sig.key}: {fmt(sig.inputs)} -> {fmt(sig.outputs)}")
-    click.echo(f"ops ({len(info.ops)}):")
-    versions = info.op_versions
-    for name, count in info.op_counts.items():
-        click.echo(f"  {name:<20} {count:>5}  v{','.join(map(str, versions[name]))}")
-    if findings:
-        click.echo(f"GPU findings ({len(findings)}):")
-        for f in findings:
-            click.echo(f"  {f}")
-    else:
-        click.echo(f"GPU findings: none ({gpu.CLASSIC} and {gpu.LITERT} rules)")
+    click.echo(text.inspection(model.name, info, findings))
 
 
 # ---- bench ------------------------------------------------------------------------------------------------------
@@ -423,9 +353,9 @@ def quickstart(out_dir, epochs, seed, as_json, log):
         m = result.train.card["metrics"]
         click.echo(f"airline GRU: held-out RMSE {m['heldout_rmse']:.2f} vs seasonal-naive "
                    f"{m['seasonal_naive_rmse']:.2f} and naive {m['naive_rmse']:.2f} (last 24 months)\n")
-        click.echo(_table(["recipe", "size", "max abs error", "PSNR", "RMSE delta", "parity"],
-                          [[r.recipe, f"{r.size_bytes / 1024:.1f} KiB", _fmt_err(r.max_abs_error),
-                            _fmt_psnr(r.psnr_db), _fmt_delta(r.task_delta), "PASS" if r.passed else "FAIL"]
+        click.echo(text.table(["recipe", "size", "max abs error", "PSNR", "RMSE delta", "parity"],
+                          [[r.recipe, f"{r.size_bytes / 1024:.1f} KiB", text.err(r.max_abs_error),
+                            text.psnr(r.psnr_db), text.delta(r.task_delta), "PASS" if r.passed else "FAIL"]
                            for r in result.rows]))
         click.echo(f"\nrun:     {result.train.run_dir}\nmodels:  {out_dir / 'models'}\n"
                    f"bundles: {out_dir / 'bundles'}\nsummary: {out_dir / 'summary.json'}\n"

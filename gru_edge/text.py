@@ -1,0 +1,78 @@
+"""How results read on a terminal: number formats, plain tables, the parity report, the model inspection."""
+
+from __future__ import annotations
+
+import math
+
+
+def err(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.2e}"
+
+
+def psnr(x: float) -> str:
+    return "exact" if math.isinf(x) and x > 0 else f"{x:.1f} dB"
+
+
+def delta(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.2%}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def parity_report(report, header: str) -> str:
+    """The verify report: one line per output, the task metric, streaming, accelerator, notes, PASS/FAIL."""
+    lines = [header]
+    for o in report.outputs:
+        lines.append(f"  {o.name}: max abs error {err(o.max_abs_error)}, max rel error {err(o.max_rel_error)}, "
+                     f"PSNR {psnr(o.psnr_db)} over {report.samples} samples")
+    if report.task:
+        t = report.task
+        lines.append(f"  task {t.metric}: original {t.reference:.4g}, converted {t.converted:.4g} "
+                     f"({delta(t.relative_delta)}, + is worse) on {t.rows} held-out windows")
+        if t.class_agreement is not None:
+            lines.append(f"  class agreement with the original: {t.class_agreement:.2%} of {report.samples} samples")
+    if report.streaming:
+        st = report.streaming
+        lines.append(f"  step signature, one time step at a time: max abs error {err(st['max_abs_error'])}, "
+                     f"{err(st['max_abs_diff_vs_full_sequence'])} from the full-sequence signature")
+    if report.accelerator:
+        a = report.accelerator
+        lines.append(f"  accelerator: {a['accelerator']} ({a['precision']}), fully accelerated: "
+                     f"{'yes' if a['fully_accelerated'] else 'no'}")
+    lines += [f"  note: {note}" for note in report.notes]
+    lines.append("PASS" if report.passed else "FAIL")
+    lines += [f"  - {failure}" for failure in ([] if report.passed else report.failures)]
+    return "\n".join(lines)
+
+
+def ranked_ops(ranked: list[dict], top: int = 10) -> str:
+    """``verify --explain``: the quantized ops with the largest error, in quantization steps."""
+    head = (f"ops ranked by quantization error (rmse / scale, in quantization steps), worst {min(top, len(ranked))} "
+            f"of {len(ranked)}:")
+    rows = [f"  {r['rmse_over_scale']:8.3f}  {r['op']:<16} {r['tensor'][:70]}" for r in ranked[:top]]
+    return "\n".join([head, *rows])
+
+
+def inspection(name: str, info, findings) -> str:
+    """``gru-edge inspect``: size split, signatures, op counts and versions, GPU findings."""
+    from gru_edge import gpu
+
+    kib = lambda n: f"{n / 1024:.1f} KiB"  # noqa: E731
+    fmt = lambda ts: ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in ts)  # noqa: E731
+    lines = [f"{name}: {kib(info.size_bytes)} (weights {kib(info.weight_bytes)}, graph "
+             f"{kib(info.size_bytes - info.weight_bytes)}), min runtime {info.min_runtime_version or 'unknown'}",
+             "signatures:", *(f"  {sig.key}: {fmt(sig.inputs)} -> {fmt(sig.outputs)}" for sig in info.signatures),
+             f"ops ({len(info.ops)}):"]
+    versions = info.op_versions
+    lines += [f"  {op:<20} {count:>5}  v{','.join(map(str, versions[op]))}" for op, count in info.op_counts.items()]
+    if findings:
+        lines += [f"GPU findings ({len(findings)}):", *(f"  {f}" for f in findings)]
+    else:
+        lines.append(f"GPU findings: none ({gpu.CLASSIC} and {gpu.LITERT} rules)")
+    return "\n".join(lines)
