@@ -90,16 +90,18 @@ def load(name_or_path: str) -> Recipe:
         path = Path(name_or_path)
         if not path.is_file():
             raise RecipeError(f"Recipe file not found: {path}.")
+        source = str(path)
     else:
         path = shipped_dir() / f"{name_or_path}.toml"
         if not path.is_file():
             raise RecipeError(f"Unknown recipe '{name_or_path}'. Shipped: {', '.join(shipped_names())}; "
                               "or give a path to your own .toml file.")
+        source = f"shipped: converters/{path.name}"  # the same on every machine, unlike the install path
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RecipeError(f"{path.name} is not valid TOML: {e}") from None
-    return parse(raw, name=path.stem, source=str(path))
+    return parse(raw, name=path.stem, source=source)
 
 
 def _check_section(raw: dict, section: str, where: str) -> dict:

@@ -12,6 +12,7 @@ def test_every_required_recipe_is_shipped_and_valid():
         r = recipes.load(name)
         assert r.description and r.quantization in recipes.QUANTIZATIONS
         assert r.unroll and r.batch_size == 1  # every shipped recipe uses gru-edge's lowering
+        assert r.source == f"shipped: converters/{name}.toml"  # sidecars name no install path of one machine
 
 
 def test_android_gpu_carries_gpu_settings():
@@ -50,6 +51,7 @@ max_task_metric_delta = 0.01
 def test_own_recipe_file(tmp_path):
     r = recipes.load(_write(tmp_path, GOOD))
     assert r.name == "mine" and r.quantization == "float16" and r.verify.min_psnr_db == 40.0
+    assert r.source == str(tmp_path / "mine.toml")
     assert recipes.Recipe.from_dict(r.to_dict()) == r
 
 
