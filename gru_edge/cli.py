@@ -120,7 +120,7 @@ def recipes_cmd(as_json, log):
     if as_json:
         return _emit_json({"dir": str(recipes.shipped_dir()), "recipes": [r.to_dict() for r in found]})
     click.echo(text.table(["recipe", "quantization", "gpu", "description"],
-                      [[r.name, r.quantization, r.gpu.precision if r.gpu else "-", r.description] for r in found]))
+                          [[r.name, r.quantization, r.gpu.precision if r.gpu else "-", r.description] for r in found]))
 
 
 def _budget(ctx, param, value):
@@ -163,8 +163,8 @@ def convert(model, to, budget, out_dir, as_json, log):
     if as_json:
         return _emit_json(result.to_dict())
     click.echo(text.table(["recipe", "file", "size", "weights", "ops"],
-                      [[m.recipe, str(m.path), f"{m.size_bytes / 1024:.1f} KiB", f"{m.weight_bytes / 1024:.1f} KiB",
-                        str(sum(m.ops.values()))] for m in result.models]))
+                          [[m.recipe, str(m.path), f"{m.size_bytes / 1024:.1f} KiB", f"{m.weight_bytes / 1024:.1f} KiB",
+                            str(sum(m.ops.values()))] for m in result.models]))
     click.echo(f"converted in {result.seconds:.1f} s")
 
 
@@ -176,9 +176,9 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
         _emit_json(result.to_dict())
     else:
         click.echo(text.table(["try", "recipe", "size", "max abs error", "task metric change", "within budget"],
-                          [[str(i), t.recipe, f"{t.size_bytes / 1024:.1f} KiB", text.err(t.max_abs_error),
-                            text.delta(t.task_delta), "yes" if t.accepted else "no"]
-                           for i, t in enumerate(result.tries, start=1)]))
+                              [[str(i), t.recipe, f"{t.size_bytes / 1024:.1f} KiB", text.err(t.max_abs_error),
+                                text.delta(t.task_delta), "yes" if t.accepted else "no"]
+                               for i, t in enumerate(result.tries, start=1)]))
     if result.chosen is None:
         best = min((t for t in result.tries if t.task_delta is not None), key=lambda t: abs(t.task_delta),
                    default=None)
@@ -354,9 +354,9 @@ def quickstart(out_dir, epochs, seed, as_json, log):
         click.echo(f"airline GRU: held-out RMSE {m['heldout_rmse']:.2f} vs seasonal-naive "
                    f"{m['seasonal_naive_rmse']:.2f} and naive {m['naive_rmse']:.2f} (last 24 months)\n")
         click.echo(text.table(["recipe", "size", "max abs error", "PSNR", "RMSE delta", "parity"],
-                          [[r.recipe, f"{r.size_bytes / 1024:.1f} KiB", text.err(r.max_abs_error),
-                            text.psnr(r.psnr_db), text.delta(r.task_delta), "PASS" if r.passed else "FAIL"]
-                           for r in result.rows]))
+                              [[r.recipe, f"{r.size_bytes / 1024:.1f} KiB", text.err(r.max_abs_error),
+                                text.psnr(r.psnr_db), text.delta(r.task_delta), "PASS" if r.passed else "FAIL"]
+                               for r in result.rows]))
         click.echo(f"\nrun:     {result.train.run_dir}\nmodels:  {out_dir / 'models'}\n"
                    f"bundles: {out_dir / 'bundles'}\nsummary: {out_dir / 'summary.json'}\n"
                    f"took {result.seconds:.0f} s")
