@@ -56,6 +56,7 @@ class MainActivity : AppCompatActivity() {
             if (rep.psnrDb.isInfinite()) "exact" else "%.1f dB".format(rep.psnrDb)}")
         rep.task?.let { line("  task ${it.metric}: ${"%+.2f".format(it.relativeDelta * 100)}% on ${it.rows} windows") }
         line("  median latency ${"%.1f".format(r.medianMicros)} µs (after warm-up)")
+        line("  limits: ${rep.tolerances} (from ${rep.tolerancesSource})")
         if (r.note.isNotEmpty()) line("  ${r.note}")
         rep.failures.forEach { line("  - $it") }
     }
@@ -88,7 +89,7 @@ class MainActivity : AppCompatActivity() {
     private fun stateSizes(sidecar: Map<*, *>): List<Int> {
         val steps = (sidecar["step_signature"] as? Map<*, *>)?.get("inputs") as? List<*> ?: return emptyList()
         return steps.mapNotNull { it as? Map<*, *> }.filter { (it["name"] as String).startsWith("state_") }
-            .map { ((it["shape"] as List<*>).last() as Double).toInt() }
+            .map { ((it["shape"] as List<*>).last() as Number).toInt() }
     }
 
     private fun line(text: String, bold: Boolean = false): TextView = TextView(this).also {

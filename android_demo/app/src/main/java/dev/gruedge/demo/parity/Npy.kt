@@ -14,60 +14,131 @@ class FloatTensor(val shape: IntArray, val data: FloatArray) {
 class NpyException(message: String) : Exception(message)
 
 /**
- * Reader for NumPy's `.npy` format version 1.0, dtype `<f4`, C order: what gru-edge's parity bundles hold.
- * Anything else is refused with a message naming what was found and what is allowed.
+ * Reader for NumPy's `.npy` format version 1.0, dtype `<f4`, C order: what gru-edge's parity bundles hold. The header
+ * is read with the grammar of docs/parity-bundle.md (the same as gru_edge/bundle.py): a dict of exactly `descr`,
+ * `fortran_order` and `shape`; the data must be exactly as long as the shape says. Anything else is refused with a
+ * message naming what was found and what is allowed.
  */
 object Npy {
     private val MAGIC = byteArrayOf(0x93.toByte(), 'N'.code.toByte(), 'U'.code.toByte(), 'M'.code.toByte(),
         'P'.code.toByte(), 'Y'.code.toByte())
 
-    fun read(bytes: ByteArray, name: String = "array.npy"): FloatTensor {
-        if (bytes.size < 10 || !bytes.copyOfRange(0, 6).contentEquals(MAGIC)) {
+    /** The shape a `.npy` file declares and where its data starts, checked against the file's [size] in bytes. */
+    fun header(head: ByteArray, size: Long, name: String): Pair<IntArray, Int> {
+        if (head.size < 10 || !head.copyOfRange(0, 6).contentEquals(MAGIC)) {
             throw NpyException("$name is not a .npy file (no \\x93NUMPY magic)")
         }
-        val major = bytes[6].toInt()
-        val minor = bytes[7].toInt()
+        val major = head[6].toInt()
+        val minor = head[7].toInt()
         if (major != 1 || minor != 0) {
-            throw NpyException("$name is .npy format $major.$minor; only format 1.0 is supported")
+            throw NpyException("$name is .npy format $major.$minor; only format 1.0 is read")
         }
-        val headerLength = (bytes[8].toInt() and 0xff) or ((bytes[9].toInt() and 0xff) shl 8)
+        val headerLength = (head[8].toInt() and 0xff) or ((head[9].toInt() and 0xff) shl 8)
         val dataStart = 10 + headerLength
-        if (bytes.size < dataStart) throw NpyException("$name is truncated inside its header")
-        val header = String(bytes, 10, headerLength, Charsets.ISO_8859_1)
-        val descr = field(header, "descr", name)
-        if (descr != "'<f4'") throw NpyException("$name has dtype $descr; a parity bundle stores '<f4' (float32)")
-        if (field(header, "fortran_order", name) != "False") {
-            throw NpyException("$name is in Fortran order; only C order is supported")
+        if (head.size < dataStart) throw NpyException("$name has an unreadable .npy header (truncated)")
+        val fields = HeaderParser(String(head, 10, headerLength, Charsets.ISO_8859_1), name).dict()
+        if (fields.keys != setOf("descr", "fortran_order", "shape")) {
+            throw NpyException("$name has an unreadable .npy header (keys ${fields.keys.sorted()})")
         }
-        val shape = parseShape(field(header, "shape", name), name)
-        val count = shape.fold(1L) { a, b -> a * b }
-        val available = (bytes.size - dataStart).toLong()
-        if (available < count * 4) {
-            throw NpyException("$name is truncated: shape ${shape.contentToString()} needs ${count * 4} bytes of " +
-                "data, found $available")
+        val descr = fields["descr"]
+        if (descr != "<f4") throw NpyException("$name has dtype $descr; a parity bundle stores little-endian " +
+            "float32 (<f4)")
+        if (fields["fortran_order"] != false) {
+            throw NpyException("$name is in Fortran order; a parity bundle stores C order")
         }
-        val buffer = ByteBuffer.wrap(bytes, dataStart, (count * 4).toInt()).order(ByteOrder.LITTLE_ENDIAN)
-        val data = FloatArray(count.toInt()) { buffer.getFloat() }
-        return FloatTensor(shape, data)
+        @Suppress("UNCHECKED_CAST")
+        val dims = fields["shape"] as? List<Long> ?: throw NpyException("$name has an unreadable .npy header (shape)")
+        if (dims.any { it > Int.MAX_VALUE }) throw NpyException("$name declares a dimension past 2147483647")
+        val shape = dims.map { it.toInt() }.toIntArray()
+        val count = dims.fold(1.toBigInteger()) { a, b -> a * b.toBigInteger() }
+        val needed = count * 4.toBigInteger()
+        val found = size - dataStart
+        if (needed != found.toBigInteger()) {
+            throw NpyException("$name is truncated or padded: shape ${shape.toList()} needs $needed bytes of data, " +
+                "the file has $found")
+        }
+        return shape to dataStart
     }
 
-    private fun field(header: String, key: String, name: String): String {
-        val start = header.indexOf("'$key':")
-        if (start < 0) throw NpyException("$name header has no '$key'")
-        var i = start + key.length + 3
-        while (i < header.length && header[i] == ' ') i++
-        val end = if (header[i] == '(') header.indexOf(')', i) + 1 else header.indexOf(',', i).let {
-            if (it < 0) header.indexOf('}', i) else it
-        }
-        return header.substring(i, end).trim()
+    fun read(bytes: ByteArray, name: String = "array.npy"): FloatTensor {
+        val (shape, dataStart) = header(bytes, bytes.size.toLong(), name)
+        val count = (bytes.size - dataStart) / 4
+        val buffer = ByteBuffer.wrap(bytes, dataStart, count * 4).order(ByteOrder.LITTLE_ENDIAN)
+        return FloatTensor(shape, FloatArray(count) { buffer.getFloat() })
     }
 
-    private fun parseShape(text: String, name: String): IntArray {
-        val inner = text.removePrefix("(").removeSuffix(")")
-        return try {
-            inner.split(',').map { it.trim() }.filter { it.isNotEmpty() }.map { it.toInt() }.toIntArray()
-        } catch (e: NumberFormatException) {
-            throw NpyException("$name has an unreadable shape $text")
+    /** The header's Python-literal dict: string keys; values are strings, True/False, or tuples of integers. */
+    private class HeaderParser(private val text: String, private val name: String) {
+        private var pos = 0
+
+        private fun fail(): Nothing = throw NpyException("$name has an unreadable .npy header")
+
+        private fun space() {
+            while (pos < text.length && text[pos] in " \t\n\r") pos++
+        }
+
+        private fun eat(c: Char): Boolean {
+            space()
+            if (pos < text.length && text[pos] == c) {
+                pos++
+                return true
+            }
+            return false
+        }
+
+        fun dict(): Map<String, Any> {
+            val out = LinkedHashMap<String, Any>()
+            if (!eat('{')) fail()
+            while (!eat('}')) {
+                val key = string()
+                if (!eat(':')) fail()
+                out[key] = value()
+                if (!eat(',')) {
+                    if (!eat('}')) fail()
+                    break
+                }
+            }
+            space()
+            if (pos != text.length) fail()
+            return out
+        }
+
+        private fun string(): String {
+            space()
+            val quote = text.getOrNull(pos) ?: fail()
+            if (quote != '\'' && quote != '"') fail()
+            val end = text.indexOf(quote, pos + 1)
+            if (end < 0) fail()
+            val s = text.substring(pos + 1, end)
+            if ('\\' in s) fail()
+            pos = end + 1
+            return s
+        }
+
+        private fun value(): Any {
+            space()
+            return when {
+                text.startsWith("True", pos) -> true.also { pos += 4 }
+                text.startsWith("False", pos) -> false.also { pos += 5 }
+                text.getOrNull(pos) == '(' -> tuple()
+                else -> string()
+            }
+        }
+
+        private fun tuple(): List<Long> {
+            val items = mutableListOf<Long>()
+            eat('(')
+            while (!eat(')')) {
+                space()
+                val start = pos
+                while (pos < text.length && text[pos] in '0'..'9') pos++
+                items.add(text.substring(start, pos).toLongOrNull() ?: fail())
+                if (!eat(',')) {
+                    if (!eat(')')) fail()
+                    break
+                }
+            }
+            return items
         }
     }
 }

@@ -24,6 +24,9 @@ data class ParityReport(
     val outputs: List<OutputStats>,
     val task: TaskStats?,
     val failures: List<String>,
+    /** The limits applied, and where they came from: every report says what it checked against. */
+    val tolerances: Tolerances,
+    val tolerancesSource: String,
 ) {
     val maxAbsError: Double get() = outputs.maxOfOrNull { it.maxAbsError } ?: Double.NaN
     val psnrDb: Double get() = outputs.minOfOrNull { it.psnrDb } ?: Double.NaN
@@ -40,6 +43,7 @@ object Parity {
         tol: Tolerances,
         targets: FloatTensor? = null,
         task: TaskSpec? = null,
+        source: String = "the bundle's manifest",
     ): ParityReport {
         val failures = mutableListOf<String>()
         val n = expected.values.minOfOrNull { it.rows } ?: 0
@@ -98,7 +102,7 @@ object Parity {
                     " (allowed ${"%.2f".format(tol.maxTaskMetricDelta * 100)}%)")
             }
         }
-        return ParityReport(failures.isEmpty(), n, stats, taskStats, failures)
+        return ParityReport(failures.isEmpty(), n, stats, taskStats, failures, tol, source)
     }
 
     private fun task(expected: Map<String, FloatTensor>, actual: Map<String, FloatTensor>, targets: FloatTensor,

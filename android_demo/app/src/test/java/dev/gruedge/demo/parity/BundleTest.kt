@@ -9,7 +9,7 @@ import java.io.FileNotFoundException
 class BundleTest {
     private val manifest = """
         {"format": "gru-edge-parity/1", "tool": "gru-edge 0.1.0",
-         "model": {"file": "m.tflite", "sha256": "ab", "recipe": "float32", "signature": "serving_default",
+         "model": {"file": "m.tflite", "sha256": "${"ab".repeat(32)}", "recipe": "float32", "signature": "serving_default",
                    "gpu": {"precision": "fp16", "fallback": "cpu"}},
          "inputs": [{"name": "sequence", "file": "inputs.npy", "shape": [2, 3, 1], "dtype": "float32"}],
          "outputs": [{"name": "forecast", "file": "expected.npy", "shape": [2, 1], "dtype": "float32"}],
@@ -60,6 +60,43 @@ class BundleTest {
                 "\"metric\": \"rmse\", \"targets\": \"targets.npy\"}")))
         }
         assertEquals("Bundle file missing: targets.npy (targets)", e.message)
+    }
+
+    @Test
+    fun limitsThatWouldPassAnythingAreRefused() {
+        for (bad in listOf("1e9", "-1", "2.0", "true", "\"0.1\"")) {
+            val e = assertThrows(BundleException::class.java) {
+                Bundle.load(files(manifest.replace("\"atol\": 1e-3", "\"atol\": $bad")))
+            }
+            assertTrue(e.message!!, e.message!!.contains("tolerance atol must be a finite number from 0 to 1"))
+        }
+        assertThrows(BundleException::class.java) { Bundle.load(files(manifest.replace("1e-3, \"rtol\"", "NaN, \"rtol\""))) }
+    }
+
+    @Test
+    fun fileNamesStayInsideTheBundle() {
+        for (bad in listOf("../inputs.npy", "/etc/passwd", "sub/inputs.npy", ".hidden", "")) {
+            val e = assertThrows(BundleException::class.java) {
+                Bundle.load(files(manifest.replace("\"file\": \"inputs.npy\"", "\"file\": \"$bad\"")))
+            }
+            assertTrue(e.message!!, e.message!!.contains("is not a plain file name"))
+        }
+    }
+
+    @Test
+    fun malformedShapesAreRefusedNotCrashed() {
+        for ((from, to) in listOf("\"inputs\": [" to "\"inputs\": [], \"x\": [", "\"outputs\": [" to
+            "\"outputs\": {}, \"x\": [", "\"shape\": [2, 3, 1]" to "\"shape\": [2.0, 3, 1]",
+            "\"tolerances\": {" to "\"tolerances\": 3, \"x\": {")) {
+            assertThrows(BundleException::class.java) { Bundle.load(files(manifest.replace(from, to))) }
+        }
+    }
+
+    @Test
+    fun deepNestingIsRefused() {
+        val deep = manifest.replace("\"task\": null", "\"task\": null, \"x\": ${"[".repeat(200_000)}${"]".repeat(200_000)}")
+        val e = assertThrows(BundleException::class.java) { Bundle.load(files(deep)) }
+        assertEquals("manifest.json nests deeper than 16 levels", e.message)
     }
 
     @Test

@@ -24,7 +24,7 @@ class NpyTest {
         val e = assertThrows(NpyException::class.java) {
             Npy.read(TestNpy.bytes(intArrayOf(2), FloatArray(4), descr = "<f8"), "x.npy")
         }
-        assertTrue(e.message!!, e.message!!.contains("dtype '<f8'"))
+        assertTrue(e.message!!, e.message!!.contains("dtype <f8"))
     }
 
     @Test
@@ -39,7 +39,9 @@ class NpyTest {
     fun refusesTruncatedData() {
         val full = TestNpy.bytes(intArrayOf(3, 2), FloatArray(6))
         val e = assertThrows(NpyException::class.java) { Npy.read(full.copyOf(full.size - 3), "cut.npy") }
-        assertEquals("cut.npy is truncated: shape [3, 2] needs 24 bytes of data, found 21", e.message)
+        assertEquals("cut.npy is truncated or padded: shape [3, 2] needs 24 bytes of data, the file has 21", e.message)
+        val padded = full + ByteArray(4)
+        assertThrows(NpyException::class.java) { Npy.read(padded, "padded.npy") }
     }
 
     @Test
@@ -48,6 +50,14 @@ class NpyTest {
             Npy.read(TestNpy.bytes(intArrayOf(1), FloatArray(1), version = 2))
         }
         assertTrue(e.message!!.contains("only format 1.0"))
+    }
+
+    @Test
+    fun aHugeDeclaredShapeIsRefusedBeforeAllocating() {
+        val e = assertThrows(NpyException::class.java) {
+            Npy.read(TestNpy.bytes(intArrayOf(1_000_000, 1_000_000), FloatArray(1)), "huge.npy")
+        }
+        assertTrue(e.message!!, e.message!!.contains("needs 4000000000000 bytes"))
     }
 
     @Test
