@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from gru_edge import gpu, parity, runtime, tflite_model
+from gru_edge import gpu, outputs, runtime, tflite_model
+from gru_edge.bundle import read_bundle
 from gru_edge.convert import load_sidecar, sidecar_file
 from gru_edge.errors import GruEdgeError
 from gru_edge.io import sha256_file
 
-ASSETS = Path("app/src/main/assets")
+ASSETS = Path("app/src/main/assets/gru_edge")  # the demo reads model.tflite, model.json and bundle/ from here
 BUNDLE_FILES = ("manifest.json", "inputs.npy", "expected.npy", "targets.npy")
 
 
@@ -45,11 +45,19 @@ def pinned_litert(demo: Path) -> str:
     catalog = demo / "gradle" / "libs.versions.toml"
     if not catalog.is_file():
         raise AndroidError(f"{demo} is not the gru-edge Android demo: {catalog} is missing.")
-    return tomllib.loads(catalog.read_text())["versions"]["litert"]
+    try:
+        pinned = tomllib.loads(catalog.read_text())["versions"]["litert"]
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise AndroidError(f"{catalog} does not pin LiteRT: it needs a TOML table [versions] with litert = "
+                           f"\"2.x.y\" ({type(e).__name__}: {str(e)[:80]}).") from None
+    if not isinstance(pinned, str) or not pinned.split(".")[0].isdigit():
+        raise AndroidError(f"{catalog}: versions.litert is {pinned!r}; expected a version such as \"2.3.0\".")
+    return pinned
 
 
 def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
-    """Check ``model`` and ``bundle_dir`` against the demo's pinned LiteRT and GPU rules, then copy them in."""
+    """Check ``model`` and ``bundle_dir`` against the demo's pinned LiteRT and GPU rules, then put them in the demo's
+    assets/gru_edge folder, replacing the previous one whole."""
     model, bundle_dir, demo = Path(model), Path(bundle_dir), Path(demo)
     pinned = pinned_litert(demo)
     info = tflite_model.read(model)
@@ -60,7 +68,7 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
         installed = version("ai-edge-litert")
     except PackageNotFoundError:
         installed = "unknown"
-    runtime.Runner(model)  # every op and op version must load in LiteRT's standard runtime
+    runtime.run_isolated(model, None)  # every op and op version must load in LiteRT's standard runtime
     warnings = []
     if installed.split(".")[:2] != pinned.split(".")[:2]:
         warnings.append(f"checked with ai-edge-litert {installed}; the demo pins LiteRT {pinned}")
@@ -75,30 +83,17 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
                            "converted by this gru-edge's own lowering has none.")
     if findings:
         warnings.append(f"{len(findings)} GPU finding(s): the demo's GPU run will fall back to the CPU")
-    bundle = parity.read_bundle(bundle_dir)
+    bundle = read_bundle(bundle_dir)
     if bundle.manifest["model"]["sha256"] != sha256_file(model):
         raise AndroidError(f"The bundle in {bundle_dir} was made for {bundle.manifest['model']['file']}, not for "
                            f"{model.name} (sha256 differs). Make it with 'gru-edge verify MODEL.keras {model.name} "
                            "-o DIR'.")
-
-    assets = demo / ASSETS
-    assets.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".gru-edge-assets-", dir=assets))
-    try:
+    with outputs.staged(demo / ASSETS, outputs.ASSETS) as staging:
         shutil.copyfile(model, staging / "model.tflite")
         (staging / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
         (staging / "bundle").mkdir()
-        for name in BUNDLE_FILES:
-            if (bundle_dir / name).is_file():
-                shutil.copyfile(bundle_dir / name, staging / "bundle" / name)
-        for name in ("model.tflite", "model.json", "bundle"):
-            target = assets / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-            (staging / name).rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    copied = ["model.tflite", "model.json"] + [f"bundle/{p.name}" for p in sorted((assets / "bundle").iterdir())]
+        names = [n for n in BUNDLE_FILES if (bundle_dir / n).is_file()]
+        for name in names:
+            shutil.copyfile(bundle_dir / name, staging / "bundle" / name)
+    copied = ["model.tflite", "model.json"] + [f"bundle/{n}" for n in sorted(names)]
     return AndroidResult(demo, pinned, installed, tuple(copied), tuple(warnings))

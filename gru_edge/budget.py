@@ -8,13 +8,13 @@ The first candidate whose relative task-metric change |delta| is within the budg
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from gru_edge import convert as convert_mod, recipes
+from gru_edge import convert as convert_mod, outputs, recipes
 from gru_edge.errors import ConversionError
-from gru_edge.io import atomic_write_bytes
 from gru_edge.model import load_card, load_model
 
 DEFAULT_CANDIDATES = ("int8", "dynamic-int8", "int16x8", "float16", "float32")
@@ -68,31 +68,40 @@ def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str]
         raise ConversionError(f"Budget mode needs the training card beside {model_path.name}: the budget is a change "
                               "of the task metric on the held-out windows.")
     names = list(candidates or DEFAULT_CANDIDATES)
-    with tempfile.TemporaryDirectory(prefix="gru-edge-budget-") as tmp:
-        tmp = Path(tmp)
-        todo: list[str | recipes.Recipe] = list(names)
-        for name in names:
-            base = recipes.load(name)
-            if base.quantization == "int8" and base.lowering == "gru-edge" and not base.float_fallback:
-                todo += [_with_fallback(base, share) for share in fallbacks]
-        converted = convert_mod.convert(model_path, todo, tmp / "models", log=log)
-        tries: list[Try] = []
-        chosen = None
-        keras_model = load_model(model_path)
-        for m in sorted(converted.models, key=lambda m: m.size_bytes):
-            rep = verify(model_path, m.path, keras_model=keras_model).report
-            delta = rep.task.relative_delta if rep.task else None
-            finite = all(math.isfinite(o.max_abs_error) for o in rep.outputs)
-            ok = delta is not None and finite and abs(delta) <= budget
-            note = "" if finite else "non-finite outputs"
-            tries.append(Try(m.recipe, m.size_bytes, delta, rep.max_abs_error, ok, note))
-            log(f"  {m.recipe}: {m.size_bytes / 1024:.1f} KiB, task metric "
-                f"{'-' if delta is None else f'{delta:+.2%}'} -> {'within' if ok else 'outside'} {budget:.2%}")
-            if ok:
-                target = convert_mod.model_file(out_dir, m.recipe)
-                atomic_write_bytes(target, m.path.read_bytes())
-                atomic_write_bytes(convert_mod.sidecar_file(target), m.sidecar.read_bytes())
-                chosen = convert_mod.ConvertedModel(m.recipe, target, convert_mod.sidecar_file(target), m.size_bytes,
-                                                    m.weight_bytes, m.ops, m.seconds)
-                break
+    stage = outputs.Staging(out_dir, outputs.MODELS)  # checked and writable before any conversion
+    try:
+        with tempfile.TemporaryDirectory(prefix="gru-edge-budget-") as tmp:
+            chosen, tries = _search(model_path, budget, names, fallbacks, Path(tmp), log, verify)
+            if chosen is not None:
+                for path in (chosen.path, chosen.sidecar):
+                    shutil.copyfile(path, stage.path / path.name)
+                stage.commit()
+                chosen = replace(chosen, path=Path(out_dir) / chosen.path.name,
+                                 sidecar=Path(out_dir) / chosen.sidecar.name)
+    finally:
+        stage.discard()
     return BudgetResult(budget, chosen, tuple(tries))
+
+
+def _search(model_path: Path, budget: float, names: list[str], fallbacks: tuple[float, ...], tmp: Path, log,
+            verify) -> tuple[convert_mod.ConvertedModel | None, list[Try]]:
+    """Convert every candidate into ``tmp``, verify smallest first; the first within ``budget`` and every try."""
+    todo: list[str | recipes.Recipe] = list(names)
+    for name in names:
+        base = recipes.load(name)
+        if base.quantization == "int8" and base.lowering == "gru-edge" and not base.float_fallback:
+            todo += [_with_fallback(base, share) for share in fallbacks]
+    converted = convert_mod.convert(model_path, todo, tmp / "models", log=log)
+    tries: list[Try] = []
+    keras_model = load_model(model_path)
+    for m in sorted(converted.models, key=lambda m: m.size_bytes):
+        rep = verify(model_path, m.path, keras_model=keras_model).report
+        delta = rep.task.relative_delta if rep.task else None
+        finite = all(math.isfinite(o.max_abs_error) for o in rep.outputs)
+        ok = delta is not None and finite and abs(delta) <= budget
+        tries.append(Try(m.recipe, m.size_bytes, delta, rep.max_abs_error, ok, "" if finite else "non-finite outputs"))
+        log(f"  {m.recipe}: {m.size_bytes / 1024:.1f} KiB, task metric "
+            f"{'-' if delta is None else f'{delta:+.2%}'} -> {'within' if ok else 'outside'} {budget:.2%}")
+        if ok:
+            return m, tries
+    return None, tries

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -22,8 +23,27 @@ def _progress(quiet: bool):
     return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
 
 
-def _emit_json(doc: dict) -> None:
-    click.echo(json.dumps(doc, indent=2, default=str, allow_nan=False))
+def _finite(value, path: str, found: list[str]):
+    """``value`` with every NaN/Inf replaced by None (JSON has no such numbers), noting where in ``found``."""
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{path}.{k}", found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(f"{path} ({value})")
+        return None
+    return value
+
+
+def _emit_json(result: dict | None, exit_code: int = 0, error: str | None = None) -> None:
+    """Print the one JSON document of a --json run: the same top keys on every path."""
+    found: list[str] = []
+    result = _finite(result, "result", found)
+    notes = [f"not finite, written as null: {', '.join(found)}"] if found else []
+    click.echo(json.dumps({"ok": exit_code == 0, "exit_code": exit_code, "error": error, "notes": notes,
+                           "result": result}, indent=2, default=str, allow_nan=False))
 
 
 def command(fn):
@@ -36,16 +56,36 @@ def command(fn):
         try:
             return fn(*args, as_json=as_json, log=_progress(quiet or as_json), **kwargs)
         except GruEdgeError as e:
-            if as_json:
-                _emit_json({"ok": False, "error": str(e)})
             error = click.ClickException(str(e))
             error.exit_code = getattr(e, "exit_code", 1)  # 3: a GPU check that could not run
-            raise error from None
+        except OSError as e:  # a disk that is full, read-only or gone: the outputs were left as they were
+            where = f" ({e.filename})" if e.filename else ""
+            error = click.ClickException(f"{e.strerror or e}{where}; nothing was written.")
+        except MemoryError:
+            error = click.ClickException("Out of memory; nothing was written. Try a smaller input.")
+        raise error from None
 
     return wrapper
 
 
-@click.group(context_settings=CONTEXT)
+class Cli(click.Group):
+    """The command group; under --json every outcome, usage errors included, is one JSON document on stdout."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            _emit_json(None, e.exit_code, e.format_message())
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            _emit_json(None, 1, "Aborted.")
+            sys.exit(1)
+
+
+@click.group(cls=Cli, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="gru-edge")
 def cli():
     """Train a Keras GRU, convert it to builtin-ops TFLite/LiteRT, and verify the two agree.
@@ -172,21 +212,23 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
     from gru_edge.budget import search
 
     result = search(model, budget, out_dir, names, log=log)
-    if as_json:
-        _emit_json(result.to_dict())
-    else:
-        click.echo(text.table(["try", "recipe", "size", "max abs error", "task metric change", "within budget"],
-                              [[str(i), t.recipe, f"{t.size_bytes / 1024:.1f} KiB", text.err(t.max_abs_error),
-                                text.delta(t.task_delta), "yes" if t.accepted else "no"]
-                               for i, t in enumerate(result.tries, start=1)]))
+    failure = None
     if result.chosen is None:
         best = min((t for t in result.tries if t.task_delta is not None), key=lambda t: abs(t.task_delta),
                    default=None)
         hint = f" The closest was {best.recipe} ({best.task_delta:+.2%})." if best else ""
-        raise click.ClickException(f"No candidate stays within the {budget:.2%} budget ({len(result.tries)} tried)."
-                                   f"{hint} Raise the budget or add larger recipes to --to.")
-    if not as_json:
-        click.echo(f"kept {result.chosen.recipe}: {result.chosen.path} ({result.chosen.size_bytes / 1024:.1f} KiB)")
+        failure = (f"No candidate stays within the {budget:.2%} budget ({len(result.tries)} tried).{hint} Raise the "
+                   "budget or add larger recipes to --to.")
+    if as_json:
+        _emit_json(result.to_dict(), 1 if failure else 0, failure)
+        sys.exit(1 if failure else 0)
+    click.echo(text.table(["try", "recipe", "size", "max abs error", "task metric change", "within budget"],
+                          [[str(i), t.recipe, f"{t.size_bytes / 1024:.1f} KiB", text.err(t.max_abs_error),
+                            text.delta(t.task_delta), "yes" if t.accepted else "no"]
+                           for i, t in enumerate(result.tries, start=1)]))
+    if failure:
+        raise click.ClickException(failure)
+    click.echo(f"kept {result.chosen.recipe}: {result.chosen.path} ({result.chosen.size_bytes / 1024:.1f} KiB)")
 
 
 # ---- verify -----------------------------------------------------------------------------------------------------
@@ -197,7 +239,8 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
               help="Re-check a parity bundle (no TensorFlow needed) instead of comparing with Keras")
 @click.option("--model", "bundle_model", type=click.Path(dir_okay=False, path_type=Path),
               help="With --bundle: the .tflite to check (default: the bundle's own copy)")
-@click.option("--recipe", help="Tolerances from this recipe instead of the model's sidecar")
+@click.option("--recipe", help="Limits from this recipe (a shipped name or a .toml) instead of the sidecar's or the "
+                              "bundle's")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write a parity bundle to this folder")
 @click.option("--accelerator", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
@@ -216,12 +259,12 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, 
       gru-edge verify runs/airline/model.keras out/model.android-gpu.tflite --accelerator gpu
     """
     if bundle is not None:
-        if models or recipe or out_dir or explain:
-            raise click.UsageError("--bundle takes no MODEL arguments, --recipe, -o or --explain; use --model to "
-                                   "pick a .tflite.")
+        if models or out_dir or explain:
+            raise click.UsageError("--bundle takes no MODEL arguments, -o or --explain; use --model to pick a "
+                                   ".tflite.")
         from gru_edge.parity import check_bundle
 
-        report = check_bundle(bundle, bundle_model, accelerator=accelerator)
+        report = check_bundle(bundle, bundle_model, accelerator=accelerator, recipe=recipe)
         doc, header = {"bundle": str(bundle), **report.to_dict()}, f"bundle {bundle}"
     else:
         if len(models) != 2 or bundle_model:
@@ -245,7 +288,7 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, 
             log("ranking the quantized ops with TensorFlow's quantization debugger (child process)")
             doc["explain"] = rank_ops(models[0], Recipe.from_dict(sidecar["recipe"]))
     if as_json:
-        _emit_json(doc)
+        _emit_json(doc, 0 if report.passed else 1)
     else:
         click.echo(text.parity_report(report, header))
         if doc.get("explain"):
@@ -348,7 +391,7 @@ def quickstart(out_dir, epochs, seed, as_json, log):
 
     result = run(out_dir, TrainConfig(epochs=epochs, seed=seed), log=log)
     if as_json:
-        _emit_json(result.to_dict())
+        _emit_json(result.to_dict(), 0 if result.passed else 1)
     else:
         m = result.train.card["metrics"]
         click.echo(f"airline GRU: held-out RMSE {m['heldout_rmse']:.2f} vs seasonal-naive "
@@ -364,4 +407,4 @@ def quickstart(out_dir, epochs, seed, as_json, log):
 
 
 def main() -> None:
-    cli(prog_name="gru-edge")
+    cli.main(prog_name="gru-edge")

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gru_edge import __version__, errors, recipes, runtime, tflite_model
+from gru_edge import __version__, errors, outputs, recipes, runtime, tflite_model
 from gru_edge.compact import compact
 from gru_edge.step_ranges import share_step_ranges
-from gru_edge.errors import ConversionError, GruEdgeError, ModelError
-from gru_edge.io import atomic_write_bytes, atomic_write_text, sha256_file
-from gru_edge.model import WINDOWS, load_card
+from gru_edge.errors import ConversionError, GruEdgeError, ModelError, ParityError
+from gru_edge.io import sha256_file
+from gru_edge.model import WINDOWS, load_card, windows_file
 from gru_edge.recipes import Recipe
 
-SIDECAR_FORMAT = "gru-edge-sidecar/1"
+SIDECAR_FORMAT = "gru-edge-sidecar/2"  # /2: names the .tflite's sha256
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,23 @@ def sidecar_file(tflite_path: Path) -> Path:
 
 
 def load_sidecar(tflite_path: Path) -> dict | None:
+    """Return the sidecar beside ``tflite_path`` (None when there is none), after checking it describes that file."""
     path = sidecar_file(tflite_path)
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"{path} is not valid JSON ({e.msg}); convert the model again.") from None
+        sidecar = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ConversionError(f"{path} is not valid JSON ({getattr(e, 'msg', type(e).__name__)}); convert the "
+                              "model again.") from None
+    fmt = sidecar.get("format") if isinstance(sidecar, dict) else None
+    if fmt != SIDECAR_FORMAT:
+        raise ConversionError(f"{path} is not a gru-edge sidecar of this version (format {fmt!r}, expected "
+                              f"'{SIDECAR_FORMAT}'); convert the model again.")
+    if sidecar.get("model_sha256") != sha256_file(tflite_path):
+        raise ConversionError(f"{path.name} describes another {Path(tflite_path).name} (sha256 differs): the two "
+                              "files do not belong together. Convert again, or remove the sidecar.")
+    return sidecar
 
 
 def convert(model_path: Path, recipe_names: list[str | Recipe], out_dir: Path, log=lambda msg: None) -> ConversionResult:
@@ -84,31 +95,31 @@ def convert(model_path: Path, recipe_names: list[str | Recipe], out_dir: Path, l
     if len(set(names)) != len(names):
         raise ConversionError(f"Recipe names repeat: {', '.join(names)}; give each recipe once.")
     card = load_card(model_path)
-    windows = model_path.parent / WINDOWS
+    windows = windows_file(model_path, card) if card and (model_path.parent / WINDOWS).is_file() else None
     for r in chosen:
-        if r.needs_calibration and (card is None or not windows.is_file()):
+        if r.needs_calibration and windows is None:
             raise ConversionError(f"Recipe '{r.name}' ({r.quantization}) needs calibration data: the training card "
                                   f"and {WINDOWS} written by 'gru-edge train' beside {model_path.name}. "
                                   "Float recipes (float32, float16, dynamic-int8) need none.")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConversionError(f"Output path {out_dir} exists and is not a folder.")
-
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="gru-edge-convert-") as scratch:
+    with outputs.staged(out_dir, outputs.MODELS) as stage, \
+            tempfile.TemporaryDirectory(prefix="gru-edge-convert-") as scratch:
         log(f"converting {model_path} to {', '.join(names)} (TensorFlow converter in a child process)")
-        proc = _run_worker(model_path, chosen, card, scratch)
+        proc = _run_worker(model_path, chosen, card, windows, scratch)
         done = _read_events(proc, {r.name: r for r in chosen})
-        results = [_finish(r, Path(done[r.name]["file"]), done[r.name], model_path, out_dir, card, log)
+        results = [_finish(r, Path(done[r.name]["file"]), done[r.name], model_path, stage, card)
                    for r in chosen]
+    results = [replace(m, path=out_dir / m.path.name, sidecar=out_dir / m.sidecar.name) for m in results]
+    for m in results:
+        log(f"  {m.recipe}: {m.path} ({m.size_bytes / 1024:.1f} KiB, {sum(m.ops.values())} ops)")
     return ConversionResult(model_path, out_dir, tuple(results), round(time.perf_counter() - started, 2))
 
 
-def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, scratch: str,
+def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, windows: Path | None, scratch: str,
                 explain: bool = False) -> subprocess.CompletedProcess:
-    windows = Path(model_path).parent / WINDOWS
     request = Path(scratch) / "request.json"
     request.write_text(json.dumps({"model": str(Path(model_path).resolve()), "scratch": scratch, "explain": explain,
-                                   "windows": str(windows) if windows.is_file() else None,
+                                   "windows": str(windows) if windows else None,
                                    "input_range": [card["input_range"]["min"], card["input_range"]["max"]]
                                    if card else None,
                                    "recipes": [r.to_dict() for r in chosen]}))
@@ -127,7 +138,7 @@ def explain(model_path: Path, recipe: Recipe) -> list[dict]:
         raise ConversionError(f"--explain needs the training card and {WINDOWS} beside {Path(model_path).name} "
                               "(calibration and debug data).")
     with tempfile.TemporaryDirectory(prefix="gru-edge-explain-") as scratch:
-        proc = _run_worker(model_path, [recipe], card, scratch, explain=True)
+        proc = _run_worker(model_path, [recipe], card, windows_file(model_path, card), scratch, explain=True)
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
             event = json.loads(line)
@@ -171,8 +182,8 @@ def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) 
     raise ConversionError(f"The conversion process exited with status {proc.returncode}: {tail[:300]}")
 
 
-def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_dir: Path, card: dict | None,
-            log) -> ConvertedModel:
+def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_dir: Path,
+            card: dict | None) -> ConvertedModel:
     """Check the converted bytes (builtin ops only, loads in LiteRT), then write model and sidecar atomically."""
     converted = produced.read_bytes()
     # lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): left untouched.
@@ -185,13 +196,20 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
     if info.custom_ops:
         raise ConversionError(f"Recipe '{recipe.name}' produced ops outside the TFLite builtins "
                               f"({', '.join(info.custom_ops)}); the standard LiteRT runtime cannot run them.")
-    runtime.Runner(payload)  # raises if the standard interpreter refuses the model
+    if info.nonfinite_scales:
+        raise ConversionError(f"Recipe '{recipe.name}': {info.nonfinite_scales} tensors got NaN or infinite "
+                              "quantization scales (calibration met non-finite values); use a float recipe.")
+    try:  # the standard runtime must load and run it; a crash there stays in a child process
+        runtime.run_isolated(payload, None, name=f"the '{recipe.name}' model")
+    except ParityError as e:
+        raise ConversionError(f"Recipe '{recipe.name}': {e}") from None
     sig = info.signature("serving_default")
     target = model_file(out_dir, recipe.name)
     sidecar = {
         "format": SIDECAR_FORMAT,
         "tool": f"gru-edge {__version__}",
         "model_file": target.name,
+        "model_sha256": hashlib.sha256(payload).hexdigest(),  # binds the sidecar to its .tflite
         "recipe": recipe.to_dict(),
         "source_model": {"path": str(model_path), "sha256": sha256_file(model_path)},
         "signature": sig.to_dict(),
@@ -210,8 +228,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
         "calibration_samples": event["calibration_samples"],
         "convert_seconds": event["seconds"],
     }
-    atomic_write_bytes(target, payload)
-    atomic_write_text(sidecar_file(target), json.dumps(sidecar, indent=2) + "\n")
-    log(f"  {recipe.name}: {target} ({info.size_bytes / 1024:.1f} KiB, {sum(info.op_counts.values())} ops)")
+    target.write_bytes(payload)
+    sidecar_file(target).write_text(json.dumps(sidecar, indent=2) + "\n")
     return ConvertedModel(recipe.name, target, sidecar_file(target), info.size_bytes, info.weight_bytes,
                           info.op_counts, event["seconds"])

@@ -76,6 +76,18 @@ def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[
     return np.concatenate([picked, data.edge_cases(t, f, *input_range)])
 
 
+def _check_finite(keras_model, cal: np.ndarray, recipe: Recipe) -> None:
+    """Refuse to calibrate on windows the model maps to NaN or Inf: the quantization ranges would be NaN, and a
+    model with NaN scales crashes LiteRT when it loads."""
+    out = np.asarray(keras_model(cal, training=False))
+    bad = int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())
+    if bad:
+        raise ConversionError(f"Recipe '{recipe.name}' ({recipe.quantization}): the model's outputs are NaN or "
+                              f"infinite on {bad} of the {len(cal)} calibration windows (the training windows and "
+                              "the edge cases of their range), so they cannot be quantized. Use a float recipe, or "
+                              "a model whose outputs stay finite (e.g. bounded GRU activations).")
+
+
 def _step_samples(tf, lowered, step, chunks: list[np.ndarray]) -> list[dict]:
     """The inputs the ``step`` function meets when the calibration windows are fed one step at a time (frame and
     the states so far), so that a streaming integer model calibrates its step graph too."""
@@ -110,6 +122,7 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
 
         chunks = [np.concatenate([cal[i: i + b], cal[: max(0, i + b - len(cal))]]).astype(np.float32)
                   for i in range(0, len(cal), b)]  # the last batch padded by repeating windows: shapes are static
+        _check_finite(keras_model, cal, recipe)
         # A streaming int8 model calibrates its `step` graph too (else it stays float, with a float copy of every
         # weight). int16x8 cannot stream (the recipe check refuses it): calibrating both signatures breaks the
         # converter's int16x8 output (R2: PSNR 12 dB on the full sequence), and without it the converter stops.
@@ -211,7 +224,12 @@ def main(request_path: str) -> int:
             _emit(recipe=recipe.name, event="error", kind=type(e).__name__, message=str(e))
             return 3
         path = out_dir / f"{recipe.name}.tflite"
-        path.write_bytes(payload)
+        try:
+            path.write_bytes(payload)
+        except OSError as e:
+            _emit(recipe=recipe.name, event="error", kind="OutputError",
+                  message=f"Cannot write the converted model ({e.strerror}); nothing was written.")
+            return 3
         _emit(recipe=recipe.name, event="done", file=str(path), seconds=round(time.perf_counter() - started, 3),
               calibration_samples=n_cal)
     return 0

@@ -29,3 +29,7 @@ class GpuUnavailable(GruEdgeError):
     """No usable GPU: a GPU check could not run (neither a pass nor a failure; exit status 3)."""
 
     exit_code = 3
+
+
+class OutputError(GruEdgeError):
+    """An output folder cannot be written: it holds what gru-edge did not write, or the disk refuses the write."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -11,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import __version__, data
+from gru_edge import __version__, data, outputs
 from gru_edge.errors import DataError, ModelError
-from gru_edge.io import atomic_write_text, quiet_tensorflow
+from gru_edge.io import quiet_tensorflow, sha256_file
 from gru_edge.lowering import SUPPORTED_LAYERS
 
+MODEL = "model.keras"
 CARD = "training.json"
 WINDOWS = "windows.npz"
+CARD_FORMAT = "gru-edge-training/2"  # /2: the card names its model's and windows' sha256
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ def build_model(window: int, n_features: int, units: int, layers: int, outputs: 
 
 
 def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
-    """Train on the chronological training part and write the model, training card and windows into ``run_dir``."""
+    """Train on the chronological training part and write the model, training card and windows into ``run_dir``.
+
+    The run folder is written whole or not at all (gru_edge.outputs); it is checked before training starts."""
     for name, value in (("window", cfg.window), ("horizon", cfg.horizon), ("units", cfg.units),
                         ("layers", cfg.layers), ("epochs", cfg.epochs)):
         if value < 1:
@@ -95,14 +98,24 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     transform = data.fit_transform(series, len(series) - test_size, spec)
     if classify:
         win = data.make_class_windows(series, transform, cfg.window, test_size)
-        n_classes = int(data.class_labels(series).max()) + 1
     else:
         win = data.make_windows(series, transform, cfg.window, cfg.horizon, test_size)
+    with outputs.staged(run_dir, outputs.RUN) as stage:
+        model, card = _fit(cfg, series, transform, win, test_size, season, log)
+        _write_run(stage, model, win, card)
+    run_dir = Path(run_dir)
+    return TrainResult(run_dir, run_dir / MODEL, run_dir / CARD, card)
 
+
+def _fit(cfg: TrainConfig, series: data.Series, transform: data.Transform, win: data.Windows, test_size: int,
+         season: int | None, log) -> tuple:
+    """Build and fit the model; return it with its training card (held-out metrics beside the baselines)."""
     with quiet_tensorflow():
         import keras
         import tensorflow as tf
 
+    classify = cfg.task == "classification"
+    n_classes = int(data.class_labels(series).max()) + 1 if classify else 0
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     model = build_model(cfg.window, win.train_x.shape[2], cfg.units, cfg.layers,
@@ -132,18 +145,8 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     if season:
         metrics["seasonal_naive_rmse"] = data.rmse(
             data.seasonal_naive_forecast(series, win.test_first_target, cfg.horizon, season), truth)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model_path = run_dir / "model.keras"
-    tmp = run_dir / ".model.keras.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, model_path)
-    with open(run_dir / (WINDOWS + ".tmp"), "wb") as fh:
-        np.savez(fh, train_x=win.train_x, train_y=win.train_y, test_x=win.test_x, test_y=win.test_y,
-                 test_first_target=win.test_first_target)
-    os.replace(run_dir / (WINDOWS + ".tmp"), run_dir / WINDOWS)
     card = {
-        "format": "gru-edge-training/1",
+        "format": CARD_FORMAT,
         "task": task,
         "data": {"source": series.source, "sha256": series.sha256, "rows": len(series), "column": series.column,
                  "features": list(series.feature_names)},
@@ -159,32 +162,63 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
         "seed": cfg.seed,
         "metrics": metrics,
         "windows_file": WINDOWS,
+        "files": {},  # the sha256 of the model and windows files this card describes (filled in by _write_run)
         "versions": {"gru-edge": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
     }
-    card_path = run_dir / CARD
-    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
-    return TrainResult(run_dir, model_path, card_path, card)
+    return model, card
+
+
+def _write_run(folder: Path, model, win: data.Windows, card: dict) -> None:
+    """Write the run's three files into ``folder``; the card names the other two by their sha256."""
+    model.save(folder / MODEL)
+    with open(folder / WINDOWS, "wb") as fh:
+        np.savez(fh, train_x=win.train_x, train_y=win.train_y, test_x=win.test_x, test_y=win.test_y,
+                 test_first_target=win.test_first_target)
+    card["files"] = {name: sha256_file(folder / name) for name in (MODEL, WINDOWS)}
+    (folder / CARD).write_text(json.dumps(card, indent=2) + "\n")
 
 
 def load_card(model_path: Path) -> dict | None:
-    """Return the training card beside ``model_path`` (or None when there is none)."""
+    """Return the training card beside ``model_path`` (or None when there is none), after checking that it was
+    written for that model file (and, when the windows are read, for those windows)."""
     path = Path(model_path).parent / CARD
     if not path.is_file():
         return None
     try:
         card = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{path} is not valid JSON ({e.msg}); retrain or remove it.") from None
-    if card.get("format") != "gru-edge-training/1":
-        raise ModelError(f"{path} is not a gru-edge training card (format {card.get('format')!r}).")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ModelError(f"{path} is not valid JSON ({getattr(e, 'msg', type(e).__name__)}); train again or "
+                         "remove it.") from None
+    fmt = card.get("format") if isinstance(card, dict) else None
+    if fmt == "gru-edge-training/1":
+        raise ModelError(f"{path} was written by an older gru-edge that did not bind the card to its model; train "
+                         "again (gru-edge train) to use it.")
+    if fmt != CARD_FORMAT:
+        raise ModelError(f"{path} is not a gru-edge training card (format {fmt!r}).")
+    _check_bound(card, path, Path(model_path), MODEL)
     return card
 
 
-def load_windows(model_path: Path, card: dict) -> dict[str, np.ndarray]:
-    path = Path(model_path).parent / card["windows_file"]
+def _check_bound(card: dict, card_path: Path, file: Path, role: str) -> None:
+    want = (card.get("files") or {}).get(role)
+    if want != sha256_file(file):
+        raise ModelError(f"{card_path.name} in {card_path.parent} was written for another {role} than {file} "
+                         f"(sha256 differs): the folder's files do not belong together. Train again, or move "
+                         f"{file.name} to a folder of its own.")
+
+
+def windows_file(model_path: Path, card: dict) -> Path:
+    """The windows file beside ``model_path``, checked against the card that names it."""
+    path = Path(model_path).parent / WINDOWS
     if not path.is_file():
         raise ModelError(f"{path} is missing; it is written by 'gru-edge train' beside the model.")
+    _check_bound(card, path.parent / CARD, path, WINDOWS)
+    return path
+
+
+def load_windows(model_path: Path, card: dict) -> dict[str, np.ndarray]:
+    path = windows_file(model_path, card)
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
@@ -221,7 +255,37 @@ def check_model(model, name: str) -> None:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(f"{name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                          "gru-edge supports one sequence input and one output.")
+    _check_chain(model, name)
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 3 or shape[1] is None or shape[2] is None:
         raise ModelError(f"{name} takes input shape {shape}; gru-edge needs (batch, time steps, features) with "
                          "fixed time steps and features.")
+
+
+def _check_chain(model, name: str) -> None:
+    """Raise ModelError unless the model's graph, walked from its output back to its input, calls each of its layers
+    exactly once, one after the other, in the order of ``model.layers``: the chain the lowering reads. A layer
+    called twice (or a graph that branches) would be lowered into a model that computes something else."""
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    calls, tensor = [], model.outputs[0]
+    while True:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None or len(calls) > len(layers) + 1:
+            break
+        node = history.operation._inbound_nodes[history.node_index]
+        if type(history.operation).__name__ == "InputLayer":
+            break
+        calls.append(history.operation)
+        if len(node.input_tensors) != 1:
+            raise ModelError(f"{name}: layer '{history.operation.name}' takes {len(node.input_tensors)} inputs; "
+                             "gru-edge converts a chain of layers, each fed by the one before.")
+        tensor = node.input_tensors[0]
+    calls.reverse()
+    if [id(c) for c in calls] != [id(layer) for layer in layers]:
+        twice = sorted({c.name for c in calls if sum(c is d for d in calls) > 1})
+        what = (f"calls layer(s) {', '.join(twice)} more than once" if twice else
+                f"computes {' -> '.join(c.name for c in calls) or 'nothing'} but lists the layers "
+                f"{' -> '.join(layer.name for layer in layers)}")
+        raise ModelError(f"{name} {what}; gru-edge converts a chain in which each layer is called once, one after "
+                         "the other, and refuses anything else rather than convert it into a model that computes "
+                         "something different.")

@@ -1,27 +1,23 @@
-"""Parity bundles (format ``gru-edge-parity/1``), comparison and metrics. No TensorFlow: runs on any device.
+"""Parity: comparison, metrics and the verdict on a bundle. No TensorFlow: runs on any device.
 
-The format is documented in docs/parity-bundle.md; the Kotlin reader in android_demo/ follows the same rules.
+The rules are documented in docs/parity-bundle.md; the Kotlin core in android_demo/ follows the same rules. The
+bundle format itself lives in gru_edge/bundle.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from gru_edge import __version__
+from gru_edge import recipes
+from gru_edge.bundle import Bundle, Task, bundle_file, read_bundle
 from gru_edge.errors import ParityError
 from gru_edge.io import sha256_file
 from gru_edge.recipes import Tolerances
-
-FORMAT = "gru-edge-parity/1"
-MANIFEST = "manifest.json"
-REQUIRED_KEYS = ("format", "model", "inputs", "outputs", "samples", "tolerances")
+from gru_edge.tflite_model import MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -61,6 +57,7 @@ class ParityReport:
     task: TaskStats | None
     failures: tuple[str, ...]
     tolerances: Tolerances
+    tolerances_source: str = ""  # where the limits came from: a recipe, a sidecar, a bundle's manifest
     notes: tuple[str, ...] = field(default_factory=tuple)
     streaming: dict | None = None
     accelerator: dict | None = None
@@ -68,11 +65,16 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {"passed": self.passed, "samples": self.samples, "outputs": [o.to_dict() for o in self.outputs],
                 "task": self.task.to_dict() if self.task else None, "failures": list(self.failures),
-                "tolerances": asdict(self.tolerances), "notes": list(self.notes), "streaming": self.streaming,
+                "tolerances": asdict(self.tolerances), "tolerances_source": self.tolerances_source,
+                "notes": list(self.notes), "streaming": self.streaming,
                 "accelerator": self.accelerator or {"accelerator": "cpu", "runtime": "ai-edge-litert Interpreter"}}
 
     def with_notes(self, notes) -> "ParityReport":
         return replace(self, notes=self.notes + tuple(notes))
+
+    def with_failures(self, failures) -> "ParityReport":
+        failures = self.failures + tuple(failures)
+        return replace(self, failures=failures, passed=not failures)
 
     @property
     def max_abs_error(self) -> float:
@@ -83,23 +85,12 @@ class ParityReport:
         return min((o.psnr_db for o in self.outputs), default=math.nan)
 
 
-@dataclass(frozen=True)
-class Task:
-    """How to score outputs against targets: RMSE after mapping outputs by ``x * scale + offset``."""
-
-    kind: str
-    metric: str
-    scale: float = 1.0
-    offset: float = 0.0
-    units: str = "model output"
-
-
 def _rmse(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean((pred - truth) ** 2)))
 
 
 def compare(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], tol: Tolerances,
-            targets: np.ndarray | None = None, task: Task | None = None) -> ParityReport:
+            targets: np.ndarray | None = None, task: Task | None = None, source: str = "") -> ParityReport:
     """Check names, then shapes, then values of every output; list every failure, then fail once."""
     failures: list[str] = []
     notes: list[str] = []
@@ -151,22 +142,7 @@ def compare(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], tol:
                             f"{tol.max_task_metric_delta:.2%}")
     elif targets is None:
         notes.append("no targets: the task-metric delta was not computed")
-    return ParityReport(not failures, n, tuple(stats), task_stats, tuple(failures), tol, tuple(notes))
-
-
-def on_accelerator(report_inputs: tuple, model_path: Path, inputs: np.ndarray, precision: str) -> ParityReport:
-    """Compare the GPU's outputs instead of the CPU interpreter's; a partly accelerated model fails."""
-    from gru_edge.gpu import gpu_outputs
-
-    expected, tol, targets, task = report_inputs
-    run = gpu_outputs(model_path, inputs, precision)
-    report = compare(expected, run.outputs, tol, targets, task)
-    report = check_streaming(report, run.stepped, expected, run.outputs)
-    failures = report.failures
-    if not run.fully_accelerated:
-        failures += ("accelerator gpu: the model was not fully accelerated (some ops ran on the CPU)",)
-    info = {"accelerator": "gpu", "precision": precision, "fully_accelerated": run.fully_accelerated}
-    return replace(report, passed=not failures, failures=failures, accelerator=info)
+    return ParityReport(not failures, n, tuple(stats), task_stats, tuple(failures), tol, source, tuple(notes))
 
 
 def check_streaming(report: ParityReport, stepped: dict[str, np.ndarray] | None,
@@ -180,8 +156,7 @@ def check_streaming(report: ParityReport, stepped: dict[str, np.ndarray] | None,
                default=math.nan)
     summary = {"max_abs_error": step_report.max_abs_error, "max_abs_diff_vs_full_sequence": diff,
                "passed": step_report.passed}
-    failures = report.failures + tuple(f"step signature: {f}" for f in step_report.failures)
-    return replace(report, passed=not failures, failures=failures, streaming=summary)
+    return replace(report, streaming=summary).with_failures(f"step signature: {f}" for f in step_report.failures)
 
 
 def _task(expected, actual, targets, task: Task, notes: list[str]) -> TaskStats | None:
@@ -209,146 +184,67 @@ def _task(expected, actual, targets, task: Task, notes: list[str]) -> TaskStats 
     return TaskStats(task.metric, int(rows.sum()), ref, conv, delta)
 
 
-# ---- bundles ----------------------------------------------------------------------------------------------------
+# ---- checking a bundle -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Bundle:
-    path: Path
-    manifest: dict
-    inputs: np.ndarray
-    expected: dict[str, np.ndarray]
-    targets: np.ndarray | None
-
-    @property
-    def tolerances(self) -> Tolerances:
-        return Tolerances(**self.manifest["tolerances"])
-
-    @property
-    def task(self) -> Task | None:
-        t = self.manifest.get("task")
-        if not t:
-            return None
-        return Task(t["kind"], t["metric"], t.get("output_scale", 1.0), t.get("output_offset", 0.0),
-                    t.get("units", "model output"))
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / self.manifest["model"]["file"]
+def bundle_limits(bundle: Bundle, recipe: str | None = None) -> tuple[Tolerances, str, list[str]]:
+    """The limits to check ``bundle`` with: the user's recipe's, else the manifest's (with a note when they are
+    looser than the shipped recipe of the same name); their source; notes."""
+    if recipe:
+        r = recipes.load(recipe)
+        return r.verify, f"recipe {r.name}, given with --recipe", []
+    tol, notes = bundle.tolerances, []
+    if bundle.recipe in recipes.shipped_names():
+        looser = tol.looser_than(recipes.load(bundle.recipe).verify)
+        if looser:
+            notes.append(f"the bundle's limits are looser than the shipped recipe {bundle.recipe}'s "
+                         f"({'; '.join(looser)}); --recipe {bundle.recipe} applies the shipped ones")
+    return tol, f"the bundle's manifest, made with recipe {bundle.recipe}", notes
 
 
-def write_bundle(out_dir: Path, model_path: Path, recipe: str, signature: str, input_name: str,
-                 inputs: np.ndarray, expected: dict[str, np.ndarray], tolerances: Tolerances,
-                 sample_kinds: dict[str, int], sample_source: str, targets: np.ndarray | None = None,
-                 task: Task | None = None, reference: float | None = None, gpu: dict | None = None) -> Path:
-    """Write a bundle folder (with a copy of the model) atomically: it is replaced whole or left as it was."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype="<f4"))
-        outputs = []
-        for i, (name, arr) in enumerate(sorted(expected.items())):
-            fname = "expected.npy" if i == 0 else f"expected_{i}.npy"
-            np.save(tmp / fname, np.ascontiguousarray(arr, dtype="<f4"))
-            outputs.append({"name": name, "file": fname, "shape": list(arr.shape), "dtype": "float32"})
-        manifest = {
-            "format": FORMAT,
-            "tool": f"gru-edge {__version__}",
-            "model": {"file": Path(model_path).name, "sha256": sha256_file(model_path), "recipe": recipe,
-                      "signature": signature, "gpu": gpu},
-            "inputs": [{"name": input_name, "file": "inputs.npy", "shape": list(inputs.shape), "dtype": "float32"}],
-            "outputs": outputs,
-            "samples": {"count": int(len(inputs)), "kinds": sample_kinds, "source": sample_source},
-            "tolerances": asdict(tolerances),
-            "task": None,
-        }
-        if targets is not None and task is not None:
-            np.save(tmp / "targets.npy", np.ascontiguousarray(targets, dtype="<f4"))
-            manifest["task"] = {"kind": task.kind, "metric": task.metric, "targets": "targets.npy",
-                                "output_scale": task.scale, "output_offset": task.offset, "units": task.units,
-                                "reference": reference}
-        shutil.copyfile(model_path, tmp / Path(model_path).name)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1, accelerator: str = "cpu",
+                 recipe: str | None = None) -> ParityReport:
+    """Run the bundle's model (or ``model``) on its inputs with LiteRT and compare with the stored outputs.
+
+    The bundle's own copy must be the model it was made with (its sha256); a model named explicitly may differ,
+    and the report says so."""
+    from gru_edge.runtime import run_isolated
+
+    b = read_bundle(bundle_dir)
+    tol, source, notes = bundle_limits(b, recipe)
+    if model is not None and not Path(model).is_file():
+        raise ParityError(f"Model file not found: {model}.")
+    if model is None and not b.model_path.exists():
+        raise ParityError(f"The bundle holds no model file {b.model_path.name}; name the .tflite with --model.")
+    model_path = Path(model) if model else bundle_file(b.path, b.model_path.name, "model")
+    if model_path.stat().st_size > MAX_BYTES:
+        raise ParityError(f"{model_path.name} is {model_path.stat().st_size} bytes; a TFLite flatbuffer is at most "
+                          "2 GiB.")
+    failures = []
+    if sha256_file(model_path) != b.manifest["model"]["sha256"]:
+        if model:
+            notes.append(f"{model_path.name} differs from the model the bundle was made with "
+                         f"({b.manifest['model']['file']}); checking it against the same expected outputs")
+        else:
+            failures.append(f"{model_path.name} is not the model this bundle was made with (its sha256 differs "
+                            "from the manifest's): the bundle was changed. Name the model to check with --model")
+    precision = (b.manifest["model"].get("gpu") or {}).get("precision", "fp16")
+    run = run_isolated(model_path, b.inputs, b.manifest["model"]["signature"], threads=threads,
+                       accelerator="gpu" if accelerator == "gpu" else "interpreter", precision=precision)
+    report = judge(b.expected, run, tol, source, b.targets, b.task, precision)
+    return report.with_notes(notes).with_failures(failures)
 
 
-def _load_npy(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise ParityError(f"Bundle file missing: {path.name} ({what}).")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise ParityError(f"{path.name} is not a readable .npy file ({str(e).strip()[:120]}).") from None
-    if arr.dtype != np.dtype("<f4"):
-        raise ParityError(f"{path.name} has dtype {arr.dtype}; a parity bundle stores little-endian float32 (<f4).")
-    return arr
-
-
-def read_bundle(path: Path) -> Bundle:
-    """Read and validate a bundle folder; ParityError names the first problem found."""
-    path = Path(path)
-    mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise ParityError(f"No {MANIFEST} in {path}: not a parity bundle (written by 'gru-edge verify -o DIR').")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ParityError(f"{mpath} is not valid JSON: {e}.") from None
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise ParityError(f"{mpath} misses required key(s): {', '.join(missing)}.")
-    if manifest["format"] != FORMAT:
-        raise ParityError(f"{mpath}: format {manifest['format']!r} is not supported; expected '{FORMAT}'.")
-    tol_keys = set(Tolerances.__dataclass_fields__)
-    if set(manifest["tolerances"]) != tol_keys:
-        raise ParityError(f"{mpath}: tolerances must have exactly {', '.join(sorted(tol_keys))}.")
-    spec_in = manifest["inputs"][0]
-    inputs = _load_npy(path / spec_in["file"], "inputs")
-    if list(inputs.shape) != spec_in["shape"] or inputs.ndim != 3:
-        raise ParityError(f"{spec_in['file']} has shape {list(inputs.shape)}; the manifest says {spec_in['shape']} "
-                          "([N, T, F]).")
-    expected = {}
-    for spec in manifest["outputs"]:
-        arr = _load_npy(path / spec["file"], f"expected output {spec['name']}")
-        if list(arr.shape) != spec["shape"] or len(arr) != len(inputs):
-            raise ParityError(f"{spec['file']} has shape {list(arr.shape)}; the manifest says {spec['shape']} "
-                              f"with N = {len(inputs)} samples.")
-        expected[spec["name"]] = arr
-    targets = None
-    if manifest.get("task"):
-        targets = _load_npy(path / manifest["task"]["targets"], "targets")
-        first = next(iter(expected.values()))
-        if targets.shape != first.shape:
-            raise ParityError(f"targets.npy has shape {list(targets.shape)}; expected {list(first.shape)}.")
-    return Bundle(path, manifest, inputs, expected, targets)
-
-
-def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1,
-                 accelerator: str = "cpu") -> ParityReport:
-    """Run the bundle's model (or ``model``) on its inputs with LiteRT and compare with the stored outputs."""
-    from gru_edge.runtime import Runner
-
-    bundle = read_bundle(bundle_dir)
-    model_path = Path(model) if model else bundle.model_path
-    if not model_path.is_file():
-        raise ParityError(f"Model file not found: {model_path}. Pass --model PATH.tflite.")
-    notes = []
-    if sha256_file(model_path) != bundle.manifest["model"].get("sha256"):
-        notes.append(f"{model_path.name} differs from the model the bundle was made with "
-                     f"({bundle.manifest['model']['file']}); checking it against the same expected outputs")
-    if accelerator == "gpu":
-        precision = (bundle.manifest["model"].get("gpu") or {}).get("precision", "fp16")
-        return on_accelerator((bundle.expected, bundle.tolerances, bundle.targets, bundle.task), model_path,
-                              bundle.inputs, precision).with_notes(notes)
-    runner = Runner(model_path, bundle.manifest["model"].get("signature"), threads=threads)
-    actual = runner.run(bundle.inputs)
-    report = compare(bundle.expected, actual, bundle.tolerances, bundle.targets, bundle.task)
-    stepped = runner.run_steps(bundle.inputs) if runner.has_step else None
-    return check_streaming(report, stepped, bundle.expected, actual).with_notes(notes)
+def judge(expected: dict[str, np.ndarray], run, tol: Tolerances, source: str, targets: np.ndarray | None,
+          task: Task | None, precision: str = "fp16") -> ParityReport:
+    """The verdict on one isolated run (runtime.IsolatedRun): full sequence, streamed steps, accelerator."""
+    report = compare(expected, run.outputs, tol, targets, task, source)
+    report = check_streaming(report, run.stepped, expected, run.outputs)
+    if run.fully_accelerated is None:
+        return report
+    info = {"accelerator": "gpu", "precision": precision, "fully_accelerated": run.fully_accelerated}
+    report = replace(report, accelerator=info)
+    if not run.fully_accelerated:
+        report = report.with_failures(["accelerator gpu: the model was not fully accelerated (some ops ran on the "
+                                       "CPU)"])
+    return report

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gru_edge import convert as convert_mod, model as model_mod, recipes, verify as verify_mod
-from gru_edge.io import atomic_write_text
+from gru_edge import convert as convert_mod, model as model_mod, outputs, recipes, verify as verify_mod
 
 
 @dataclass(frozen=True)
@@ -45,27 +44,37 @@ class QuickstartResult:
                 "train": self.train.to_dict(), "recipes": [r.to_dict() for r in self.rows]}
 
 
+SUMMARY_FORMAT = "gru-edge-quickstart/1"
+
+
 def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names: list[str] | None = None,
         log=lambda msg: None) -> QuickstartResult:
+    """Train, convert to every recipe, verify each; ``out_dir`` (run/, models/, bundles/, summary.json) is replaced
+    whole at the end, or left as it was."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     names = recipe_names or recipes.shipped_names()
     for name in names:  # fail on a bad recipe before training, not after
         recipes.load(name)
-    trained = model_mod.train(config or model_mod.TrainConfig(), out_dir / "run", log=log)
-    m = trained.card["metrics"]
-    log(f"held-out RMSE {m['heldout_rmse']:.2f} (naive {m['naive_rmse']:.2f}, seasonal-naive "
-        f"{m.get('seasonal_naive_rmse', float('nan')):.2f})")
-    converted = convert_mod.convert(trained.model_path, names, out_dir / "models", log=log)
-    rows = []
-    keras_model = model_mod.load_model(trained.model_path)
-    for cm in converted.models:
-        result = verify_mod.verify(trained.model_path, cm.path, out_dir / "bundles" / cm.recipe,
-                                   keras_model=keras_model)
-        rep = result.report
-        rows.append(Row(cm.recipe, cm.path, cm.size_bytes, rep.max_abs_error, rep.psnr_db,
-                        rep.task.relative_delta if rep.task else None, rep.passed, result.bundle))
-        log(f"  verified {cm.recipe}: {'PASS' if rep.passed else 'FAIL'}")
-    result = QuickstartResult(out_dir, trained, tuple(rows), round(time.perf_counter() - started, 1))
-    atomic_write_text(out_dir / "summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    with outputs.staged(out_dir, outputs.QUICKSTART) as stage:
+        trained = model_mod.train(config or model_mod.TrainConfig(), stage / "run", log=log)
+        m = trained.card["metrics"]
+        log(f"held-out RMSE {m['heldout_rmse']:.2f} (naive {m['naive_rmse']:.2f}, seasonal-naive "
+            f"{m.get('seasonal_naive_rmse', float('nan')):.2f})")
+        converted = convert_mod.convert(trained.model_path, names, stage / "models", log=log)
+        rows = []
+        keras_model = model_mod.load_model(trained.model_path)
+        for cm in converted.models:
+            result = verify_mod.verify(trained.model_path, cm.path, stage / "bundles" / cm.recipe,
+                                       keras_model=keras_model)
+            rep = result.report
+            rows.append(Row(cm.recipe, out_dir / "models" / cm.path.name, cm.size_bytes, rep.max_abs_error,
+                            rep.psnr_db, rep.task.relative_delta if rep.task else None, rep.passed,
+                            out_dir / "bundles" / cm.recipe))
+            log(f"  verified {cm.recipe}: {'PASS' if rep.passed else 'FAIL'}")
+        trained = replace(trained, run_dir=out_dir / "run", model_path=out_dir / "run" / model_mod.MODEL,
+                          card_path=out_dir / "run" / model_mod.CARD)
+        result = QuickstartResult(out_dir, trained, tuple(rows), round(time.perf_counter() - started, 1))
+        (stage / "summary.json").write_text(json.dumps({"format": SUMMARY_FORMAT, **result.to_dict()}, indent=2)
+                                            + "\n")
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +15,13 @@ LOWERINGS = ("gru-edge", "keras")  # gru-edge's own graph, or TensorFlow's conve
 CALIBRATED = ("int8", "int16x8")
 GPU_PRECISIONS = ("fp16", "fp32")
 GPU_FALLBACKS = ("cpu", "none")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # recipe names become file names (model.NAME.tflite)
+
+
+# Each parity limit's allowed range (docs/parity-bundle.md): a limit outside it, or not a finite number, would let
+# anything pass (atol = 1e9, NaN: every comparison with NaN is false) and is refused wherever it comes from.
+TOLERANCE_RANGES = {"atol": (0.0, 1.0), "rtol": (0.0, 1.0), "min_psnr_db": (0.0, 200.0),
+                    "max_task_metric_delta": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,25 @@ class Tolerances:
     rtol: float
     min_psnr_db: float
     max_task_metric_delta: float
+
+    @classmethod
+    def checked(cls, values, where: str, error: type[Exception] = RecipeError) -> "Tolerances":
+        """Tolerances from a mapping with exactly the four keys, each finite and within TOLERANCE_RANGES."""
+        if not isinstance(values, dict) or set(values) != set(TOLERANCE_RANGES):
+            raise error(f"{where}: tolerances must have exactly {', '.join(sorted(TOLERANCE_RANGES))}.")
+        for key, (lo, hi) in TOLERANCE_RANGES.items():
+            v = values[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+                raise error(f"{where}: tolerance {key} must be a finite number from {lo:g} to {hi:g}, got {v!r}.")
+        return cls(**{k: float(values[k]) for k in TOLERANCE_RANGES})
+
+    def looser_than(self, other: "Tolerances") -> list[str]:
+        """The limits of ``self`` that let through more than ``other``'s, as 'key a > b' texts."""
+        looser = [f"{k} {getattr(self, k):g} > {getattr(other, k):g}" for k in ("atol", "rtol", "max_task_metric_delta")
+                  if getattr(self, k) > getattr(other, k)]
+        if self.min_psnr_db < other.min_psnr_db:
+            looser.append(f"min_psnr_db {self.min_psnr_db:g} < {other.min_psnr_db:g}")
+        return looser
 
 
 @dataclass(frozen=True)
@@ -57,7 +85,7 @@ class Recipe:
     def from_dict(cls, d: dict) -> "Recipe":
         """The inverse of to_dict; keys added since a sidecar was written take their defaults."""
         defaults = {k: v for k, (_, v) in _SCHEMA["convert"].items() if v is not ...}
-        return cls(**(defaults | d | {"verify": Tolerances(**d["verify"]),
+        return cls(**(defaults | d | {"verify": Tolerances.checked(d["verify"], f"recipe '{d['name']}'"),
                            "gpu": GpuSettings(**d["gpu"]) if d.get("gpu") else None}))
 
 
@@ -90,10 +118,13 @@ def load(name_or_path: str) -> Recipe:
         path = Path(name_or_path)
         if not path.is_file():
             raise RecipeError(f"Recipe file not found: {path}.")
+        if not NAME.fullmatch(path.stem):
+            raise RecipeError(f"Recipe file name '{path.name}': a recipe is named after its file, which must use "
+                              "letters, digits, '.', '_' and '-' only.")
         source = str(path)
     else:
         path = shipped_dir() / f"{name_or_path}.toml"
-        if not path.is_file():
+        if name_or_path not in shipped_names():  # a name, never a path: '../x' does not reach outside converters/
             raise RecipeError(f"Unknown recipe '{name_or_path}'. Shipped: {', '.join(shipped_names())}; "
                               "or give a path to your own .toml file.")
         source = f"shipped: converters/{path.name}"  # the same on every machine, unlike the install path
@@ -165,9 +196,7 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
                           f"quantization debugger does not handle {conv['quantization']}).")
     if conv["calibration_size"] < 1:
         raise RecipeError(f"{where}: calibration_size must be at least 1, got {conv['calibration_size']}.")
-    for key, value in ver.items():
-        if value < 0:
-            raise RecipeError(f"{where}: [verify] {key} must be >= 0, got {value}.")
+    tolerances = Tolerances.checked(ver, f"{where} [verify]")
     gpu = None
     if "gpu" in raw:
         g = _check_section(raw["gpu"], "gpu", where)
@@ -180,4 +209,4 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
                   lowering=conv["lowering"],
                   unroll=conv["unroll"], batch_size=conv["batch_size"], calibration_size=conv["calibration_size"],
                   streaming=conv["streaming"], float_fallback=conv["float_fallback"],
-                  verify=Tolerances(**ver), gpu=gpu, source=source)
+                  verify=tolerances, gpu=gpu, source=source)

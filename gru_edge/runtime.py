@@ -1,14 +1,18 @@
-"""Run a ``.tflite`` with ai-edge-litert's standard interpreter, batch by batch. No TensorFlow."""
+"""Run a ``.tflite`` with ai-edge-litert's standard interpreter, batch by batch, in this process or in a child
+process (``run_isolated``, for every model a command loads). No TensorFlow."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gru_edge.errors import ParityError
+from gru_edge.errors import GruEdgeError, ParityError
 from gru_edge.io import native_stderr
 
 
@@ -95,3 +99,102 @@ def run_steps(step, details: dict, x: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v for k, v in out.items() if not k.startswith("state_")}
 
     return in_batches(x, details["frame"]["shape"][0], stream)
+
+
+# ---- LiteRT in a child process ------------------------------------------------------------------------------------
+# LiteRT is native code: a damaged or hostile .tflite (or quantization parameters it cannot handle, such as NaN
+# scales) can crash it. Every command that loads a model the user gave or the converter made runs it here, in a
+# child process, so a crash becomes a one-line message instead of taking gru-edge down.
+
+
+@dataclass(frozen=True)
+class IsolatedRun:
+    """What a child process got from one model: its main signature's names and shapes, and the outputs."""
+
+    signature: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_names: tuple[str, ...]
+    outputs: dict[str, np.ndarray]
+    stepped: dict[str, np.ndarray] | None  # the ``step`` signature fed one time step at a time, if the model has one
+    fully_accelerated: bool | None = None  # CompiledModel runs only
+
+
+def run_isolated(model: Path | bytes, inputs: np.ndarray | None, signature: str | None = None, *,
+                 accelerator: str = "interpreter", precision: str = "fp16", threads: int = 1,
+                 name: str | None = None) -> IsolatedRun:
+    """Load ``model`` and run ``inputs`` [N, T, F] (None: a zero probe of one batch) through its main signature
+    and, if it has one, its ``step`` signature, in a child process.
+
+    ``accelerator``: "interpreter" (ai-edge-litert's Interpreter, XNNPACK) or "gpu" (CompiledModel, GPU with CPU
+    fallback; GpuUnavailable when there is no usable GPU). ParityError when LiteRT refuses the model or crashes."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from gru_edge.errors import GpuUnavailable
+
+    name = name or (Path(model).name if isinstance(model, Path) else "the converted model")
+    with tempfile.TemporaryDirectory(prefix="gru-edge-run-") as tmp:
+        tmp = Path(tmp)
+        if isinstance(model, (bytes, bytearray)):
+            (tmp / "model.tflite").write_bytes(model)
+            model = tmp / "model.tflite"
+        if inputs is not None:
+            np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, np.float32))
+        (tmp / "request.json").write_text(json.dumps({
+            "model": str(Path(model).resolve()), "signature": signature, "accelerator": accelerator,
+            "precision": precision, "threads": threads, "inputs": inputs is not None}))
+        proc = subprocess.run([sys.executable, "-m", "gru_edge.runtime", str(tmp)], capture_output=True, text=True)
+        result = tmp / "result.json"
+        if proc.returncode != 0 or not result.is_file():
+            how = (f"crashed ({signal.Signals(-proc.returncode).name})" if proc.returncode < 0
+                   else f"exited with status {proc.returncode}")
+            last = (proc.stderr.strip().splitlines() or [""])[-1][:200]
+            raise ParityError(f"LiteRT {how} while loading or running {name}; gru-edge itself was not affected. "
+                              "The file may be damaged, or hold values LiteRT cannot handle (e.g. NaN quantization "
+                              f"scales): convert it again.{f' Last message: {last}' if last else ''}")
+        doc = json.loads(result.read_text())
+        if doc.get("error"):
+            raise (GpuUnavailable if doc.get("gpu_unavailable") else ParityError)(doc["error"])
+        with np.load(tmp / "outputs.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+    outputs = {k: arrays[f"out/{k}"] for k in doc["output_names"]}
+    stepped = {k[5:]: v for k, v in arrays.items() if k.startswith("step/")} if doc["has_step"] else None
+    return IsolatedRun(doc["signature"], doc["input_name"], tuple(doc["input_shape"]), tuple(doc["output_names"]),
+                       outputs, stepped, doc.get("fully_accelerated"))
+
+
+def _child(folder: Path) -> None:
+    """The child's side of ``run_isolated``: writes result.json and outputs.npz into ``folder``."""
+    req = json.loads((folder / "request.json").read_text())
+    model = Path(req["model"])
+    try:
+        runner = Runner(model, req["signature"], threads=req["threads"])
+        x = np.load(folder / "inputs.npy") if req["inputs"] else np.zeros((runner.batch_size,
+                                                                              *runner.input_shape[1:]), np.float32)
+        doc = {"signature": runner.signature, "input_name": runner.input_name,
+               "input_shape": list(runner.input_shape), "output_names": runner.output_names,
+               "has_step": runner.has_step}
+        if req["accelerator"] == "gpu":
+            from gru_edge.gpu import gpu_outputs
+
+            run = gpu_outputs(model, x, req["precision"])
+            outputs, stepped, doc["fully_accelerated"] = run.outputs, run.stepped, run.fully_accelerated
+        else:
+            outputs = runner.run(x)
+            stepped = runner.run_steps(x) if runner.has_step else None
+    except GruEdgeError as e:
+        (folder / "result.json").write_text(json.dumps({"error": str(e),
+                                                        "gpu_unavailable": getattr(e, "exit_code", 1) == 3}))
+        return
+    arrays = {f"out/{k}": v for k, v in outputs.items()}
+    arrays |= {f"step/{k}": v for k, v in (stepped or {}).items()}
+    np.savez(folder / "outputs.npz", **arrays)
+    (folder / "result.json").write_text(json.dumps(doc))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _child(Path(sys.argv[1]))

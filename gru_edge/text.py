@@ -45,6 +45,10 @@ def parity_report(report, header: str) -> str:
         a = report.accelerator
         lines.append(f"  accelerator: {a['accelerator']} ({a['precision']}), fully accelerated: "
                      f"{'yes' if a['fully_accelerated'] else 'no'}")
+    t = report.tolerances
+    lines.append(f"  limits: |error| <= {t.atol:g} x peak + {t.rtol:g} x |expected|, PSNR >= {t.min_psnr_db:g} dB, "
+                 f"task metric worse by <= {t.max_task_metric_delta:.2%}"
+                 + (f"; from {report.tolerances_source}" if report.tolerances_source else ""))
     lines += [f"  note: {note}" for note in report.notes]
     lines.append("PASS" if report.passed else "FAIL")
     lines += [f"  - {failure}" for failure in ([] if report.passed else report.failures)]

@@ -10,6 +10,7 @@ import numpy as np
 
 from gru_edge.errors import ParityError
 
+MAX_BYTES = 2**31 - 1  # flatbuffers address at most 2 GiB
 _TYPE_NAMES: dict[int, str] = {}
 _OP_NAMES: dict[int, str] = {}
 
@@ -70,6 +71,7 @@ class TfliteModel:
     min_runtime_version: str | None
     dynamic_tensors: int = 0  # tensors whose shape has an unknown (-1) dimension
     variable_tensors: int = 0
+    nonfinite_scales: int = 0  # tensors whose quantization scale is NaN or infinite (calibration met NaN)
 
     @property
     def op_counts(self) -> dict[str, int]:
@@ -96,13 +98,18 @@ class TfliteModel:
         raise ParityError(f"{Path(self.path).name} has no signature '{key}'; it has "
                           f"{', '.join(s.key for s in self.signatures)}.")
 
+    def main_signature(self) -> Signature:
+        """The signature a runner uses by default: serving_default, else the first."""
+        return self.signature("serving_default" if any(s.key == "serving_default" for s in self.signatures)
+                              else None)
+
     def to_dict(self) -> dict:
         return {"path": self.path, "size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes,
                 "graph_bytes": self.size_bytes - self.weight_bytes, "ops": self.op_counts,
                 "op_versions": self.op_versions, "custom_ops": self.custom_ops,
                 "signatures": [s.to_dict() for s in self.signatures],
                 "min_runtime_version": self.min_runtime_version, "dynamic_tensors": self.dynamic_tensors,
-                "variable_tensors": self.variable_tensors}
+                "variable_tensors": self.variable_tensors, "nonfinite_scales": self.nonfinite_scales}
 
 
 def _options(op) -> dict:
@@ -117,6 +124,8 @@ def read(path: Path) -> TfliteModel:
     path = Path(path)
     if not path.is_file():
         raise ParityError(f"TFLite file not found: {path}.")
+    if path.stat().st_size > MAX_BYTES:
+        raise ParityError(f"{path.name} is {path.stat().st_size} bytes; a TFLite flatbuffer is at most 2 GiB.")
     buf = path.read_bytes()
     return parse(buf, str(path))
 
@@ -146,13 +155,15 @@ def parse(buf: bytes, path: str = "<memory>") -> TfliteModel:
         codes.append((name, oc.version))
 
     ops = []
-    dynamic = variable = 0
+    dynamic = variable = bad_scales = 0
     for si, sg in enumerate(model.subgraphs or []):
         tensors = sg.tensors or []
         for t in tensors:
             sig = t.shapeSignature
             dynamic += int(sig is not None and any(int(d) < 0 for d in sig))
             variable += int(bool(t.isVariable))
+            scale = t.quantization.scale if t.quantization is not None else None
+            bad_scales += int(scale is not None and not np.all(np.isfinite(np.asarray(scale, np.float64))))
 
         def shape(i: int) -> tuple[int, ...]:
             return tuple(int(d) for d in tensors[i].shape) if i >= 0 and tensors[i].shape is not None else ()
@@ -192,7 +203,8 @@ def parse(buf: bytes, path: str = "<memory>") -> TfliteModel:
             data = model.buffers[meta.buffer].data
             if data is not None:
                 min_runtime = bytes(np.asarray(data, dtype=np.uint8)).split(b"\0")[0].decode() or None
-    return TfliteModel(path, len(buf), weight_bytes, tuple(ops), sigs, min_runtime, dynamic, variable)
+    return TfliteModel(path, len(buf), weight_bytes, tuple(ops), sigs, min_runtime, dynamic, variable,
+                       bad_scales)
 
 
 def _str(value) -> str:

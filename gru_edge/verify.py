@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gru_edge import data, model as model_mod, parity, recipes
+from gru_edge import data, model as model_mod, outputs, parity, recipes, tflite_model
+from gru_edge.bundle import Task, write_bundle_files
 from gru_edge.convert import load_sidecar
 from gru_edge.errors import ParityError
-from gru_edge.runtime import Runner
+from gru_edge.io import sha256_file
+from gru_edge.runtime import run_isolated
 
 GENERATED_SAMPLES = 32
 
@@ -35,14 +38,14 @@ class VerifyResult:
                 "bundle": str(self.bundle) if self.bundle else None, **self.report.to_dict()}
 
 
-def make_samples(model_path: Path, card: dict | None, time_steps: int, features: int, outputs: int,
+def make_samples(model_path: Path, card: dict | None, time_steps: int, features: int, n_outputs: int,
                  seed: int = 0) -> Samples:
     """Held-out windows from the training card plus edge cases; generated sequences when there is no card."""
     if card is not None:
         win = model_mod.load_windows(model_path, card)
         base, targets = win["test_x"], win["test_y"]
         if card["task"]["kind"] == "classification":  # class indices -> one-hot, shaped like the outputs
-            targets = np.eye(outputs, dtype=np.float32)[targets[:, 0].astype(np.int64)]
+            targets = np.eye(n_outputs, dtype=np.float32)[targets[:, 0].astype(np.int64)]
         lo, hi = card["input_range"]["min"], card["input_range"]["max"]
         source, first = "training card: held-out windows + edge cases", "heldout"
     else:
@@ -55,27 +58,34 @@ def make_samples(model_path: Path, card: dict | None, time_steps: int, features:
     inputs = np.concatenate([base.astype(np.float32), edges])
     kinds = {first: len(base), **{name: 1 for name in data.EDGE_CASES}}
     if targets is not None:
-        targets = np.concatenate([targets, np.full((len(edges), outputs), np.nan, np.float32)]).astype(np.float32)
+        targets = np.concatenate([targets, np.full((len(edges), n_outputs), np.nan, np.float32)]).astype(np.float32)
     return Samples(inputs, targets, kinds, source)
 
 
-def tolerances_for(tflite_path: Path, recipe_name: str | None) -> tuple[recipes.Tolerances, str, list[str]]:
+def tolerances_for(tflite_path: Path, sidecar: dict | None,
+                   recipe_name: str | None) -> tuple[recipes.Tolerances, str, str, list[str]]:
+    """The limits to apply: (tolerances, recipe name, where they came from, notes)."""
     if recipe_name:
         r = recipes.load(recipe_name)
-        return r.verify, r.name, []
-    sidecar = load_sidecar(tflite_path)
+        return r.verify, r.name, f"recipe {r.name}, given with --recipe", []
     if sidecar:
-        return recipes.Tolerances(**sidecar["recipe"]["verify"]), sidecar["recipe"]["name"], []
+        r = recipes.Recipe.from_dict(sidecar["recipe"])
+        return r.verify, r.name, f"recipe {r.name}, named by the sidecar of {tflite_path.name}", []
     r = recipes.load("float32")
-    return r.verify, "unknown", [f"no sidecar beside {tflite_path.name}: using the float32 recipe's tolerances "
-                                 "(pass --recipe to choose)"]
+    return r.verify, "unknown", "recipe float32, the strictest shipped limits (no sidecar)", [
+        f"no sidecar beside {tflite_path.name}: using the float32 recipe's tolerances (pass --recipe to choose)"]
 
 
-def gpu_precision(tflite_path: Path) -> str:
-    """The GPU precision the model's recipe asks for (fp16 when it names none: the GPU default)."""
-    sidecar = load_sidecar(tflite_path)
-    gpu = (sidecar or {}).get("gpu") or {}
-    return gpu.get("precision", "fp16")
+def check_identity(keras_path: Path, tflite_path: Path, sidecar: dict | None) -> list[str]:
+    """ParityError when the sidecar says ``tflite_path`` was converted from another model than ``keras_path``."""
+    if sidecar is None:
+        return [f"no sidecar beside {tflite_path.name}: gru-edge cannot confirm it was made from {keras_path.name}"]
+    made_from = sidecar["source_model"]
+    if made_from["sha256"] != sha256_file(keras_path):
+        raise ParityError(f"{tflite_path} was converted from another model than {keras_path} (its sidecar names "
+                          f"{made_from['path']}, sha256 {made_from['sha256'][:12]}…): comparing them says nothing. "
+                          f"Verify it against that model, or convert {keras_path.name} again.")
+    return []
 
 
 def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
@@ -83,49 +93,53 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
     """Compare ``tflite_path`` against the Keras model on held-out windows and edge cases.
 
     ``keras_model``: the model at ``keras_path`` already loaded, when one caller verifies several conversions.
+    The bundle folder, if asked for, is checked before the work and written whole at the end (gru_edge.outputs).
     """
     keras_path, tflite_path = Path(keras_path), Path(tflite_path)
     if not tflite_path.is_file():
         raise ParityError(f"TFLite file not found: {tflite_path}.")
-    tol, recipe, notes = tolerances_for(tflite_path, recipe_name)
-    runner = Runner(tflite_path)
-    keras_model = keras_model or model_mod.load_model(keras_path)
-    _, t, f = keras_model.inputs[0].shape
-    o = int(keras_model.outputs[0].shape[-1])
-    if tuple(runner.input_shape[1:]) != (t, f):
-        raise ParityError(f"{tflite_path.name} takes input {list(runner.input_shape)} but {keras_path.name} takes "
-                          f"[N, {t}, {f}]: they are not the same model. Convert {keras_path.name} again.")
-    card = model_mod.load_card(keras_path)
-    samples = make_samples(keras_path, card, int(t), int(f), o)
-    expected_arr = np.asarray(keras_model(samples.inputs, training=False), np.float32)
-    actual = runner.run(samples.inputs)
-    if len(runner.output_names) != 1 or actual[runner.output_names[0]].shape != expected_arr.shape:
-        shapes = {k: list(v.shape) for k, v in actual.items()}
-        raise ParityError(f"{tflite_path.name} outputs {shapes} but {keras_path.name} outputs "
-                          f"{list(expected_arr.shape)}: they are not the same model.")
-    out_name = runner.output_names[0]
-    expected = {out_name: expected_arr}
-    task = None
-    if card is not None and card["task"]["kind"] == "classification":
-        task = parity.Task("classification", "accuracy", 1.0, 0.0, "fraction of held-out windows")
-    elif card is not None:
-        tr = card["transform"]
-        task = parity.Task(card["task"]["kind"], card["task"]["metric"], tr["std"], tr["mean"],
-                           f"target after transform '{tr['spec']}'")
-    if samples.source.startswith("generated"):
-        notes.append(samples.source)
-    if accelerator == "gpu":
-        report = parity.on_accelerator((expected, tol, samples.targets, task), tflite_path, samples.inputs,
-                                       gpu_precision(tflite_path)).with_notes(notes)
-        return VerifyResult(report, recipe, samples, None)
-    report = parity.compare(expected, actual, tol, samples.targets, task)
-    stepped = runner.run_steps(samples.inputs) if runner.has_step else None
-    report = parity.check_streaming(report, stepped, expected, actual).with_notes(notes)
-    written = None
-    if bundle_dir is not None:
-        written = parity.write_bundle(bundle_dir, tflite_path, recipe, runner.signature, runner.input_name,
-                                      samples.inputs, expected, tol, samples.kinds, samples.source,
-                                      samples.targets if task else None, task,
-                                      report.task.reference if report.task else None,
-                                      (load_sidecar(tflite_path) or {}).get("gpu"))
-    return VerifyResult(report, recipe, samples, written)
+    if not keras_path.is_file():
+        raise ParityError(f"Model file not found: {keras_path}.")
+    info = tflite_model.read(tflite_path)
+    sidecar = load_sidecar(tflite_path)
+    notes = check_identity(keras_path, tflite_path, sidecar)
+    tol, recipe, source, more = tolerances_for(tflite_path, sidecar, recipe_name)
+    notes += more
+    with outputs.staged(bundle_dir, outputs.BUNDLE) if bundle_dir is not None else nullcontext() as stage:
+        keras_model = keras_model or model_mod.load_model(keras_path)
+        _, t, f = keras_model.inputs[0].shape
+        o = int(keras_model.outputs[0].shape[-1])
+        taken = info.main_signature().inputs[0].shape
+        if len(info.main_signature().inputs) != 1 or tuple(taken[1:]) != (t, f):
+            raise ParityError(f"{tflite_path.name} takes input {list(taken)} but {keras_path.name} takes "
+                              f"[N, {t}, {f}]: they are not the same model. Convert {keras_path.name} again.")
+        card = model_mod.load_card(keras_path)
+        samples = make_samples(keras_path, card, int(t), int(f), o)
+        expected_arr = np.asarray(keras_model(samples.inputs, training=False), np.float32)
+        precision = ((sidecar or {}).get("gpu") or {}).get("precision", "fp16")
+        run = run_isolated(tflite_path, samples.inputs, accelerator="gpu" if accelerator == "gpu" else "interpreter",
+                           precision=precision)
+        if len(run.output_names) != 1 or run.outputs[run.output_names[0]].shape != expected_arr.shape:
+            shapes = {k: list(v.shape) for k, v in run.outputs.items()}
+            raise ParityError(f"{tflite_path.name} outputs {shapes} but {keras_path.name} outputs "
+                              f"{list(expected_arr.shape)}: they are not the same model.")
+        expected = {run.output_names[0]: expected_arr}
+        task = _task(card)
+        if samples.source.startswith("generated"):
+            notes.append(samples.source)
+        report = parity.judge(expected, run, tol, source, samples.targets, task, precision).with_notes(notes)
+        if stage is not None:
+            write_bundle_files(stage, tflite_path, recipe, run.signature, run.input_name, samples.inputs, expected,
+                               tol, samples.kinds, samples.source, samples.targets if task else None, task,
+                               report.task.reference if report.task else None, (sidecar or {}).get("gpu"))
+    return VerifyResult(report, recipe, samples, Path(bundle_dir) if bundle_dir is not None else None)
+
+
+def _task(card: dict | None) -> Task | None:
+    if card is None:
+        return None
+    if card["task"]["kind"] == "classification":
+        return Task("classification", "accuracy", 1.0, 0.0, "fraction of held-out windows")
+    tr = card["transform"]
+    return Task(card["task"]["kind"], card["task"]["metric"], tr["std"], tr["mean"],
+                f"target after transform '{tr['spec']}'")

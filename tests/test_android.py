@@ -11,7 +11,7 @@ from gru_edge.cli import cli
 from gru_edge.verify import verify
 
 DEMO = Path(__file__).resolve().parent.parent / "android_demo"
-ASSETS = DEMO / "app" / "src" / "main" / "assets"
+ASSETS = DEMO / "app" / "src" / "main" / "assets" / "gru_edge"
 
 
 @pytest.fixture
@@ -47,12 +47,12 @@ def test_android_fills_the_assets(demo_copy, gpu_model_and_bundle):
     result = CliRunner().invoke(cli, ["android", str(model), "--bundle", str(bundle), "--demo", str(demo_copy),
                                       "--json"])
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    doc = json.loads(result.stdout)["result"]
     assert doc["assets"][:2] == ["model.tflite", "model.json"] and "bundle/manifest.json" in doc["assets"]
-    assets = demo_copy / "app" / "src" / "main" / "assets"
+    assets = demo_copy / "app" / "src" / "main" / "assets" / "gru_edge"
     assert (assets / "model.tflite").read_bytes() == model.read_bytes()
     assert parity.check_bundle(assets / "bundle", assets / "model.tflite").passed
-    assert not [p for p in assets.iterdir() if p.name.startswith(".")]
+    assert not [p for p in assets.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_android_refuses_a_bundle_of_another_model(demo_copy, gpu_model_and_bundle, r1_converted):
@@ -60,7 +60,7 @@ def test_android_refuses_a_bundle_of_another_model(demo_copy, gpu_model_and_bund
     other = next(m for m in r1_converted.models if m.recipe == "float32").path
     with pytest.raises(AndroidError, match="was made for model.android-gpu.tflite, not for model.float32.tflite"):
         install(other, bundle, demo_copy)
-    assert not (demo_copy / "app" / "src" / "main" / "assets" / "model.tflite").exists()
+    assert not (demo_copy / "app" / "src" / "main" / "assets" / "gru_edge" / "model.tflite").exists()
 
 
 def test_android_refuses_a_folder_that_is_not_the_demo(tmp_path, gpu_model_and_bundle):
@@ -91,7 +91,7 @@ def test_android_refuses_a_gpu_recipe_that_breaks_the_gpu_rules(demo_copy, r1_ru
     result = CliRunner().invoke(cli, ["android", str(model), "--bundle", str(bundle), "--demo", str(demo_copy)])
     assert result.exit_code == 1 and "asks for the GPU but" in result.stderr and "op #" in result.stderr
     assert "gru-edge inspect" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not (demo_copy / "app" / "src" / "main" / "assets" / "model.tflite").exists()
+    assert not (demo_copy / "app" / "src" / "main" / "assets" / "gru_edge" / "model.tflite").exists()
 
 
 def test_demo_model_passes_the_gpu_rules():

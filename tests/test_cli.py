@@ -44,7 +44,7 @@ def test_bad_flags_exit_2():
 
 def test_recipes_lists_shipped_and_json():
     assert "android-gpu" in run("recipes").output
-    doc = json.loads(run("recipes", "--json").stdout)
+    doc = json.loads(run("recipes", "--json").stdout)["result"]
     assert {r["name"] for r in doc["recipes"]} >= {"float32", "int8", "android-gpu"}
 
 
@@ -70,7 +70,7 @@ def test_train_missing_data_and_json_error(tmp_path):
 def test_train_json(tmp_path):
     result = run("train", "--units", "4", "--epochs", "1", "-o", tmp_path / "run", "--json")
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    doc = json.loads(result.stdout)["result"]
     assert doc["split"]["heldout_rows"] == 24 and "seasonal_naive_rmse" in doc["metrics"]
     assert (tmp_path / "run" / "model.keras").is_file() and (tmp_path / "run" / "training.json").is_file()
 
@@ -78,14 +78,14 @@ def test_train_json(tmp_path):
 def test_convert_and_verify_through_the_cli(r1_run, tmp_path):
     result = run("convert", r1_run / "model.keras", "--to", "float32,dynamic-int8", "-o", tmp_path / "out", "--json")
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    doc = json.loads(result.stdout)["result"]
     assert [m["recipe"] for m in doc["models"]] == ["float32", "dynamic-int8"]
     tfl = tmp_path / "out" / "model.float32.tflite"
     ok = run("verify", r1_run / "model.keras", tfl, "-o", tmp_path / "bundle")
     assert ok.exit_code == 0 and ok.stdout.rstrip().endswith("PASS")
     assert "max abs error" in ok.stdout and "task rmse" in ok.stdout
     assert run("verify", "--bundle", tmp_path / "bundle").exit_code == 0
-    doc = json.loads(run("verify", "--bundle", tmp_path / "bundle", "--json").stdout)
+    doc = json.loads(run("verify", "--bundle", tmp_path / "bundle", "--json").stdout)["result"]
     assert doc["passed"] and doc["samples"] == 28
     # The dynamic-int8 model held to float32's tolerances fails, and says why.
     bad = run("verify", r1_run / "model.keras", tmp_path / "out" / "model.dynamic-int8.tflite", "--recipe", "float32")
@@ -118,13 +118,16 @@ def test_convert_refuses_a_non_gru_model(tmp_path):
 
 def test_verify_errors(r1_run, r2_converted, tmp_path):
     other = r2_converted.models[0].path
-    assert "they are not the same model" in fails(1, "verify", r1_run / "model.keras", other)
+    assert "was converted from another model than" in fails(1, "verify", r1_run / "model.keras", other)
+    lone = tmp_path / "lone.tflite"  # no sidecar: the shapes tell
+    lone.write_bytes(other.read_bytes())
+    assert "they are not the same model" in fails(1, "verify", r1_run / "model.keras", lone)
     assert "TFLite file not found" in fails(1, "verify", r1_run / "model.keras", tmp_path / "x.tflite")
     assert "No manifest.json in" in fails(1, "verify", "--bundle", tmp_path)
     assert "--bundle takes no MODEL arguments" in fails(2, "verify", "--bundle", tmp_path, "a.keras")
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"0123456789")
-    assert "cannot load junk.tflite" in fails(1, "verify", r1_run / "model.keras", junk)
+    assert "junk.tflite is not a TFLite model" in fails(1, "verify", r1_run / "model.keras", junk)
 
 
 def test_inspect(r2_converted):
@@ -132,7 +135,7 @@ def test_inspect(r2_converted):
     out = run("inspect", model.path).stdout
     assert "serving_default: sequence [1, 24, 4] float32 -> forecast [1, 3] float32" in out
     assert "FULLY_CONNECTED" in out and "weights" in out and "GPU findings: none" in out
-    doc = json.loads(run("inspect", model.path, "--json").stdout)
+    doc = json.loads(run("inspect", model.path, "--json").stdout)["result"]
     assert doc["gpu_findings"] == [] and doc["ops"]["FULLY_CONNECTED"] > 24 and doc["weight_bytes"] > 0
     assert "not a TFLite model" in fails(1, "inspect", __file__)
 

@@ -39,10 +39,17 @@ def test_every_recipe_gives_a_builtin_ops_model_the_standard_runtime_runs(which,
 
 
 def test_int8_is_really_integer(r2_converted):
+    """Every matrix product and activation of the int8 model runs on int8 tensors (int32 biases); float appears only
+    at the float32 input and output, through one QUANTIZE and one DEQUANTIZE."""
     m = next(m for m in r2_converted.models if m.recipe == "int8")
     info = tflite_model.parse(m.path.read_bytes())
-    fc = [op for op in info.ops if op.name == "FULLY_CONNECTED"]
-    assert fc and info.op_counts.get("QUANTIZE") and info.op_counts.get("DEQUANTIZE")
+    inner = [op for op in info.ops if op.name not in ("QUANTIZE", "DEQUANTIZE")]
+    fc = [op for op in inner if op.name == "FULLY_CONNECTED"]
+    assert len(fc) > 48 and all(op.input_types[:2] == ("int8", "int8") and op.output_types == ("int8",) for op in fc)
+    assert all(op.input_types[2] in ("int32", "none") for op in fc if len(op.input_types) > 2)
+    assert all(set(op.input_types + op.output_types) <= {"int8", "int32", "none"} for op in inner), \
+        {op.name: op.input_types + op.output_types for op in inner if "float32" in op.input_types + op.output_types}
+    assert info.op_counts["QUANTIZE"] == 1 and info.op_counts["DEQUANTIZE"] == 1
 
 
 def _loop_recipe(tmp_path, quantization):

@@ -65,6 +65,22 @@ def test_scaling_is_fitted_on_the_training_part_only():
     assert tr.mean != pytest.approx(s.values.mean())
 
 
+@pytest.mark.parametrize("spec", ["none", "log", "diff", "log,diff12"])
+def test_the_held_out_tail_never_shapes_any_scaling(synthetic_csv, spec):
+    """Poison the held-out tail (target and features x10): every fitted number, the log's and the features'
+    included, stays exactly the same."""
+    import dataclasses
+
+    s = data.load_series(synthetic_csv, "y", ("a", "b", "c"))
+    s = dataclasses.replace(s, values=s.values + 5.0)  # positive, for the log
+    n_train = 240
+    poisoned = dataclasses.replace(s, values=np.concatenate([s.values[:n_train], s.values[n_train:] * 10]),
+                                   features=np.concatenate([s.features[:n_train], s.features[n_train:] * 10]))
+    clean, dirty = data.fit_transform(s, n_train, spec), data.fit_transform(poisoned, n_train, spec)
+    assert clean == dirty
+    assert len(clean.feature_mean) == 3
+
+
 @pytest.mark.parametrize("spec", ["none", "log", "diff", "log,diff12", "diff3"])
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_inverse_transform_recovers_the_truth(spec, horizon):

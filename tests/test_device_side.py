@@ -37,9 +37,12 @@ def test_bundle_passes_without_tensorflow(device_venv, r2_run, r2_converted, tmp
                         cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.rstrip().endswith("PASS") and "task rmse" in ok.stdout
-    # The same bundle against another model: a FAIL with exit 1, and the failures listed.
-    bad = subprocess.run([exe, "verify", "--bundle", str(bundle), "--model", str(by["float32"].path)],
+    # The same bundle against another model (int8's limits, the float16 model of another recipe and weights): a FAIL
+    # with exit 1, and the failures listed.
+    other = verify(r2_run / "model.keras", by["float32"].path, tmp_path / "float32").bundle
+    bad = subprocess.run([exe, "verify", "--bundle", str(other), "--model", str(by["int8"].path)],
                          capture_output=True, text=True, env=_env(), cwd=tmp_path)
-    assert bad.returncode in (0, 1) and "differs from the model the bundle was made with" in bad.stdout
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "differs from the model the bundle was made with" in bad.stdout and "values outside atol" in bad.stdout
     inspect = subprocess.run([exe, "recipes"], capture_output=True, text=True, env=_env(), cwd=tmp_path)
     assert inspect.returncode == 0 and "android-gpu" in inspect.stdout  # recipes ship inside the wheel

@@ -31,7 +31,7 @@ def test_verify_explain_cli(r1_run, r1_converted):
     assert result.exit_code in (0, 1), result.output
     assert "ops ranked by quantization error" in result.stdout
     doc = json.loads(CliRunner().invoke(cli, ["verify", str(r1_run / "model.keras"), str(model.path), "--explain",
-                                              "--json"]).stdout)
+                                              "--json"]).stdout)["result"]
     assert doc["explain"][0]["rmse_over_scale"] >= doc["explain"][-1]["rmse_over_scale"]
 
 

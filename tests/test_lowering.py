@@ -44,6 +44,9 @@ def test_gru_options_equal_keras(reset_after, go_backwards, use_bias):
                                  use_bias=use_bias),
                 keras.layers.GRU(5, reset_after=reset_after, use_bias=use_bias),
                 keras.layers.Dense(2, activation="softmax")], 6, 3)
+    rng = np.random.default_rng(3)
+    # Keras initialises biases to zero; made non-zero (input and recurrent ones differ) so every bias term counts.
+    m.set_weights([w + rng.normal(0.0, 0.3, w.shape).astype(np.float32) for w in m.get_weights()])
     assert _max_error(m, batch=3) <= 1e-5
 
 
@@ -89,8 +92,10 @@ def test_random_models_equal_keras(grus, t, f, head, head_activation, batch, see
     for i, cfg in enumerate(grus):
         x = keras.layers.GRU(return_sequences=i < len(grus) - 1, **cfg)(x)
     m = keras.Model(inputs, keras.layers.Dense(head, activation=head_activation)(x))
-    # Larger weights than Keras' default init, so gates saturate and every branch matters.
-    m.set_weights([w * 2.0 for w in m.get_weights()])
+    # Larger weights than Keras' default init, so gates saturate and every branch matters; biases (zero at init)
+    # made non-zero, input and recurrent ones different, so that each bias term is checked.
+    rng = np.random.default_rng(seed)
+    m.set_weights([w * 2.0 + rng.normal(0.0, 0.1, w.shape).astype(np.float32) for w in m.get_weights()])
     assert _max_error(m, batch, relative=True) <= 1e-5
 
 

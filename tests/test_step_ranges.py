@@ -58,3 +58,30 @@ def test_each_bias_is_stored_once(r2_converted, recipe):
             if len(op.inputs) > 2 and op.inputs[2] >= 0:
                 biases.add(sg.tensors[int(op.inputs[2])].buffer)
     assert len(biases) <= len(weights) < 12
+
+
+@pytest.mark.parametrize("recipe", ["int8", "int16x8"])
+def test_each_shared_range_covers_every_steps_own_range(r2_raw, recipe):
+    """The shared parameters of a role are the union of the ranges the converter calibrated for each step: no step
+    clips values its own calibration allowed (one step's range for all clipped the others: R2 int8 46 -> 40 dB)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    raw = r2_raw[recipe]
+    shared, changed = share_step_ranges(raw)
+    assert changed > 100
+    model = schema.ModelT.InitFromPackedBuf(raw, 0)
+    before, after = model.subgraphs[0].tensors, schema.ModelT.InitFromPackedBuf(shared, 0).subgraphs[0].tensors
+    qmin, qmax = (-128, 127) if recipe == "int8" else (-32767, 32767)
+    widened = 0
+    for t0, t1 in zip(before, after):
+        q0, q1 = t0.quantization, t1.quantization
+        stored = t0.buffer and model.buffers[t0.buffer].data is not None  # weights and biases: not shared
+        if stored or q0 is None or q0.scale is None or len(q0.scale) != 1:
+            continue
+        lo0, hi0 = (float(q0.scale[0]) * (q - int(q0.zeroPoint[0])) for q in (qmin, qmax))
+        lo1, hi1 = (float(q1.scale[0]) * (q - int(q1.zeroPoint[0])) for q in (qmin, qmax))
+        step = float(q1.scale[0])
+        assert lo1 <= lo0 + step and hi1 >= hi0 - step, (t0.name, (lo0, hi0), (lo1, hi1))
+        widened += hi1 > hi0 + step or lo1 < lo0 - step
+    # Steps' own ranges differ by more than a quantization step: one step's range could not stand for them all.
+    assert widened >= 10, widened

@@ -42,11 +42,15 @@ def test_a_different_model_fails_the_bundle(r1_run, r1_converted, tmp_path):
     assert any("differs from the model the bundle was made with" in n for n in rep.notes)
 
 
-def test_tflite_of_another_model_is_refused(r1_run, r2_converted):
+def test_tflite_of_another_model_is_refused(r1_run, r2_converted, tmp_path):
     other = r2_converted.models[0].path
+    with pytest.raises(ParityError, match="was converted from another model than"):
+        verify(r1_run / "model.keras", other)
+    lone = tmp_path / "lone.tflite"  # without its sidecar, the shapes still tell
+    lone.write_bytes(other.read_bytes())
     with pytest.raises(ParityError, match=r"takes input \[1, 24, 4\] but model.keras takes \[N, 12, 1\]: they are "
                                           "not the same model"):
-        verify(r1_run / "model.keras", other)
+        verify(r1_run / "model.keras", lone)
 
 
 def test_without_a_training_card_it_generates_samples_and_says_so(r1_run, r1_converted, tmp_path):

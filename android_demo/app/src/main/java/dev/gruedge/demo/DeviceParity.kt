@@ -6,11 +6,15 @@ import dev.gruedge.demo.parity.Json
 import dev.gruedge.demo.parity.Parity
 import dev.gruedge.demo.parity.ParityReport
 
-/** What `gru-edge android` put in the assets: the model, its sidecar and the parity bundle. */
+/**
+ * What `gru-edge android` put in the assets: one folder, `gru_edge/`, with the model, its sidecar and the parity
+ * bundle, replaced whole on every install so that the three always belong together.
+ */
 object DemoAssets {
-    const val MODEL = "model.tflite"
-    const val SIDECAR = "model.json"
-    const val BUNDLE_DIR = "bundle"
+    private const val DIR = "gru_edge"
+    const val MODEL = "$DIR/model.tflite"
+    const val SIDECAR = "$DIR/model.json"
+    const val BUNDLE_DIR = "$DIR/bundle"
 
     fun bundle(assets: AssetManager): Bundle =
         Bundle.load { name -> assets.open("$BUNDLE_DIR/$name").use { it.readBytes() } }

@@ -1,0 +1,311 @@
+"""Output folders: written beside their target, swapped in whole, never over anything gru-edge did not write. No TF.
+
+Every command that writes files that belong together writes one folder: ``train`` a run folder (model, training card,
+windows), ``convert`` a models folder (``.tflite`` + sidecar per recipe), ``verify -o`` a parity bundle,
+``quickstart`` all three, ``android`` the demo's ``assets/gru_edge``. Each is staged in a hidden folder next to its
+target (which also proves, before the expensive work, that the target can be written), then swapped in with one
+atomic ``renameat2(RENAME_EXCHANGE)``: a reader, or a run killed at any moment, sees the complete old folder or the
+complete new one. Where the kernel cannot exchange (not Linux, or a file system without it), the old folder is
+renamed aside first and put back by the next run if the swap was cut short.
+
+A target may be absent, empty, or a gru-edge output of the same kind holding nothing else; anything else is refused
+with the folder and the entries gru-edge did not write. Leftovers of killed runs are hidden folders named
+``.NAME.gru-edge-PID-…``: nothing reads them, and the next run for the same target removes those whose process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gru_edge.errors import OutputError
+
+_TAG = ".gru-edge-"
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.gru-edge-(?P<old>old-)?(?P<pid>\d+)-[A-Za-z0-9_]+$")
+
+
+def _json_format(path: Path) -> str:
+    """The ``format`` field of a JSON file, or "" when it is not a readable JSON object."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
+            return ""
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return ""
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    return fmt if isinstance(fmt, str) else ""
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not _LEFTOVER.match(p.name))
+
+
+def _foreign_run(folder: Path) -> list[str]:
+    if not _json_format(folder / "training.json").startswith("gru-edge-training/"):
+        return [p.name for p in _entries(folder)]
+    return [p.name for p in _entries(folder) if p.name not in ("model.keras", "training.json", "windows.npz")
+            or p.is_symlink() or not p.is_file()]
+
+
+def _foreign_models(folder: Path) -> list[str]:
+    foreign = []
+    for p in _entries(folder):
+        ok = re.fullmatch(r"model\.[A-Za-z0-9._-]+\.(tflite|json)", p.name) and p.is_file() and not p.is_symlink()
+        if ok and p.suffix == ".json":
+            ok = _json_format(p).startswith("gru-edge-sidecar/")
+        if not ok:
+            foreign.append(p.name)
+    return foreign
+
+
+def _foreign_bundle(folder: Path) -> list[str]:
+    manifest = folder / "manifest.json"
+    if not _json_format(manifest).startswith("gru-edge-parity/"):
+        return [p.name for p in _entries(folder)]
+    doc = json.loads(manifest.read_text())
+    specs = [doc.get("model"), doc.get("task")]
+    for key in ("inputs", "outputs"):
+        specs += doc[key] if isinstance(doc.get(key), list) else []
+    named = {"manifest.json"} | {v for spec in specs if isinstance(spec, dict) for k, v in spec.items()
+                                 if k in ("file", "targets") and isinstance(v, str)}
+    return [p.name for p in _entries(folder) if p.name not in named or p.is_symlink() or not p.is_file()]
+
+
+def _foreign_within(folder: Path, layout: dict[str, Callable[[Path], list[str]] | None], needed: str) -> list[str]:
+    """Entries of ``folder`` outside ``layout`` (name -> check of a sub-folder, None for a file), with their paths."""
+    if not (folder / needed).exists():
+        return [p.name for p in _entries(folder)]
+    foreign = []
+    for p in _entries(folder):
+        check = layout.get(p.name, "missing")
+        if check == "missing" or p.is_symlink():
+            foreign.append(p.name)
+        elif check is None:
+            foreign += [] if p.is_file() else [p.name]
+        elif not p.is_dir():
+            foreign.append(p.name)
+        else:
+            foreign += [f"{p.name}/{sub}" for sub in check(p)]
+    return foreign
+
+
+def _foreign_bundles(folder: Path) -> list[str]:
+    return [f"{p.name}/{sub}" if p.is_dir() and not p.is_symlink() else p.name for p in _entries(folder)
+            for sub in (_foreign_bundle(p) if p.is_dir() and not p.is_symlink() else [""])]
+
+
+def _foreign_quickstart(folder: Path) -> list[str]:
+    if _json_format(folder / "summary.json") != "gru-edge-quickstart/1":
+        return [p.name for p in _entries(folder)]
+    return _foreign_within(folder, {"summary.json": None, "run": _foreign_run, "models": _foreign_models,
+                                    "bundles": _foreign_bundles}, "summary.json")
+
+
+def _foreign_assets(folder: Path) -> list[str]:
+    return _foreign_within(folder, {"model.tflite": None, "model.json": None, "bundle": _foreign_bundle},
+                           "model.tflite")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a gru-edge output folder of one kind holds; ``foreign`` lists the entries that are not that."""
+
+    name: str
+    made_by: str
+    foreign: Callable[[Path], list[str]]
+    carry_over: bool = False  # keep the old folder's entries that the new one does not replace (models folders)
+
+
+RUN = Kind("run folder", "gru-edge train", _foreign_run)
+MODELS = Kind("models folder", "gru-edge convert", _foreign_models, carry_over=True)
+BUNDLE = Kind("parity bundle", "gru-edge verify -o", _foreign_bundle)
+QUICKSTART = Kind("quickstart folder", "gru-edge quickstart", _foreign_quickstart)
+ASSETS = Kind("Android demo model folder", "gru-edge android", _foreign_assets)
+KINDS = (RUN, MODELS, BUNDLE, QUICKSTART, ASSETS)
+
+
+def check_target(target: Path, kind: Kind) -> Path:
+    """Return ``target`` as an absolute path if ``kind``'s output may go there; OutputError naming why not."""
+    target = Path(os.path.abspath(target))
+    if target.parent == target:
+        raise OutputError(f"{target} is the root folder; give a new folder for the {kind.name}.")
+    cwd = Path(os.path.abspath(os.getcwd()))
+    if target == cwd or target in cwd.parents:
+        raise OutputError(f"{target} is the current folder (or holds it); gru-edge replaces its {kind.name} "
+                          f"whole, so give a new folder, e.g. -o {target.name or 'out'}-{kind.name.split()[0]}.")
+    if target.is_symlink():
+        raise OutputError(f"{target} is a symbolic link; gru-edge writes its {kind.name} only into a real folder.")
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{target} exists and is not a folder.")
+    if target.is_dir():
+        try:
+            foreign = kind.foreign(target)
+        except OSError as e:
+            raise OutputError(f"Cannot read {target}: {e.strerror}.") from None
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            if len(foreign) < len(_entries(target)):
+                what = f"holds files gru-edge did not write ({shown})"
+            else:
+                other = next((k.name for k in KINDS if k is not kind and not k.foreign(target)), None)
+                what = f"is a gru-edge {other}, not a {kind.name}" if other else f"is not a {kind.name} ({shown})"
+            raise OutputError(f"{target} {what}; gru-edge replaces only an earlier {kind.name} ({kind.made_by}), "
+                              f"never anything else. Give a new or empty folder.")
+    return target
+
+
+# ---- the file-system steps (named, so that the kill tests can stop a run between any two of them) ----------------
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _rename(a: Path, b: Path) -> None:
+    os.rename(a, b)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _sync(folder: Path) -> None:
+    """Flush the staged files and their folders to disk, so a power cut cannot swap in an empty file."""
+    for root, dirs, files in os.walk(folder):
+        for name in files + dirs + ["."]:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover(target: Path) -> None:
+    """Put back an old folder whose swap was cut short (fallback path only), and remove dead runs' leftovers."""
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    for p in sorted(parent.iterdir()):
+        m = _LEFTOVER.match(p.name)
+        if not m or m["name"] != target.name or _alive(int(m["pid"])) or p.is_symlink() or not p.is_dir():
+            continue
+        if m["old"] and not target.exists():
+            _rename(p, target)
+        else:
+            _remove(p)
+
+
+class Staging:
+    """A hidden folder beside ``target`` to write the new output into; ``commit`` swaps it in whole."""
+
+    def __init__(self, target: Path, kind: Kind):
+        self.kind = kind
+        self.target = check_target(target, kind)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            _recover(self.target)
+            self.target = check_target(self.target, kind)  # a recovered folder is checked like any other
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}{_TAG}{os.getpid()}-",
+                                              dir=self.target.parent))
+            mode = self.target.stat().st_mode & 0o7777 if self.target.is_dir() else 0o777 & ~_umask()
+            os.chmod(self.path, mode)  # mkdtemp makes 0700 folders; outputs are ordinary folders
+        except OSError as e:
+            raise OutputError(f"Cannot write the {kind.name} {self.target}: {e.strerror or e} "
+                              f"({e.filename or self.target.parent}).") from None
+
+    def commit(self) -> Path:
+        try:
+            if self.kind.carry_over and self.target.is_dir():
+                for p in _entries(self.target):
+                    if not (self.path / p.name).exists():
+                        _link(p, self.path / p.name)
+            _sync(self.path)
+            if not self.target.exists():
+                _rename(self.path, self.target)
+            elif _exchange(self.path, self.target):
+                _remove(self.path)  # now the old folder
+            else:
+                aside = self.target.parent / f".{self.target.name}{_TAG}old-{os.getpid()}-{self.path.name[-8:]}"
+                _rename(self.target, aside)
+                _rename(self.path, self.target)
+                _remove(aside)
+            _sync_folder(self.target.parent)
+        except OSError as e:
+            self.discard()
+            raise OutputError(f"Cannot write the {self.kind.name} {self.target}: {e.strerror or e}; it was left as "
+                              "it was.") from None
+        return self.target
+
+    def discard(self) -> None:
+        if self.path.exists():
+            _remove(self.path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _sync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def staged(target: Path, kind: Kind):
+    """Yield a folder to write ``kind``'s output into; on success it replaces ``target`` whole, on any error it is
+    removed and ``target`` is left as it was. The target is checked, and made writable, before the body runs."""
+    stage = Staging(target, kind)
+    try:
+        yield stage.path
+    except BaseException:
+        stage.discard()
+        raise
+    stage.commit()
