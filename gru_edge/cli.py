@@ -359,12 +359,12 @@ def android(model, bundle, demo, as_json, log):
 
       gru-edge android out/model.android-gpu.tflite --bundle bundles/android-gpu --demo android_demo
     """
-    from gru_edge.android import install
+    from gru_edge.android import ASSETS, install
 
     result = install(model, bundle, demo)
     if as_json:
         return _emit_json(result.to_dict())
-    click.echo(f"{demo / 'app/src/main/assets'}: {', '.join(result.assets)}")
+    click.echo(f"{demo / ASSETS}: {', '.join(result.assets)}")
     click.echo(f"LiteRT pinned by the demo: {result.litert_pinned} (model loaded with ai-edge-litert "
                f"{result.litert_checked})")
     for w in result.warnings:
