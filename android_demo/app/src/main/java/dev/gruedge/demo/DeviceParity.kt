@@ -35,11 +35,15 @@ data class DeviceResult(
 object DeviceParity {
     /** Runs the bundle's inputs through the model on the requested accelerator and checks the manifest's limits. */
     fun run(assets: AssetManager, bundle: Bundle, wantGpu: Boolean, cpuFallback: Boolean = true): DeviceResult {
+        val sameModel = Bundle.sha256(assets.open(DemoAssets.MODEL).use { it.readBytes() }) ==
+            bundle.manifest.modelSha256
         ModelRunner.open(assets, DemoAssets.MODEL, wantGpu, cpuFallback).use { runner ->
             val outputs = runner.runAll(bundle.inputs)
             val first = bundle.manifest.outputs.first().name
-            val report = Parity.compare(bundle.expected, mapOf(first to outputs), bundle.manifest.tolerances,
+            val compared = Parity.compare(bundle.expected, mapOf(first to outputs), bundle.manifest.tolerances,
                 bundle.targets, bundle.manifest.task)
+            val report = if (sameModel) compared else compared.withFailure("${DemoAssets.MODEL} is not the model " +
+                "this bundle was made with (its sha256 differs from the manifest's)")
             val latency = runner.medianMicros(bundle.inputs.row(0))
             return DeviceResult(if (wantGpu) "GPU" else "CPU", runner.accelerator, runner.note, report, latency)
         }

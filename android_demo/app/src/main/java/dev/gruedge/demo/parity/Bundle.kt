@@ -8,7 +8,8 @@ class BundleException(message: String) : Exception(message)
 /** Parity limits; each must be finite and within [RANGES] (docs/parity-bundle.md). */
 data class Tolerances(val atol: Double, val rtol: Double, val minPsnrDb: Double, val maxTaskMetricDelta: Double) {
     companion object {
-        val RANGES = linkedMapOf("atol" to (0.0 to 1.0), "rtol" to (0.0 to 1.0), "min_psnr_db" to (0.0 to 200.0),
+        /** Each limit's range, from the first value up to (not including) the second. */
+        val RANGES = linkedMapOf("atol" to (0.0 to 0.5), "rtol" to (0.0 to 0.5), "min_psnr_db" to (0.0 to 200.0),
             "max_task_metric_delta" to (0.0 to 1.0))
     }
 
@@ -77,6 +78,10 @@ class Bundle(
             if (name != "manifest.json" && name.endsWith(".npy")) checkNpySize(f)
             f.readBytes()
         }
+
+        /** The lowercase hexadecimal SHA-256 of [bytes], as `model.sha256` in a manifest. */
+        fun sha256(bytes: ByteArray): String =
+            java.security.MessageDigest.getInstance("SHA-256").digest(bytes).joinToString("") { "%02x".format(it) }
 
         /** A `.npy` file's declared size is checked against the file before its bytes are read into memory. */
         private fun checkNpySize(f: File) {
@@ -204,9 +209,9 @@ class Bundle(
             }
             val v = Tolerances.RANGES.map { (key, range) ->
                 val x = (tol[key] as? Number)?.toDouble()
-                if (tol[key] is Boolean || x == null || !x.isFinite() || x < range.first || x > range.second) {
-                    fail("tolerance $key must be a finite number from ${g(range.first)} to ${g(range.second)}, got " +
-                        "${tol[key]}")
+                if (tol[key] is Boolean || x == null || !x.isFinite() || x < range.first || x >= range.second) {
+                    fail("tolerance $key must be a finite number from ${g(range.first)} up to (not including) " +
+                        "${g(range.second)}, got ${tol[key].toString().take(40)}")
                 }
                 x
             }

@@ -37,6 +37,7 @@ class Json private constructor(private val text: String, private val maxDepth: I
         }
 
         private val NUMBER = Regex("-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?")
+        private const val MAX_INT_DIGITS = 4300
     }
 
     private fun fail(what: String): Nothing = throw JsonException("invalid JSON at offset $pos: $what")
@@ -74,6 +75,8 @@ class Json private constructor(private val text: String, private val maxDepth: I
         val match = NUMBER.matchAt(text, pos) ?: fail("bad number")
         pos += match.value.length
         val integral = match.groupValues[2].isEmpty() && match.groupValues[3].isEmpty()
+        // Python refuses integer literals of more than 4300 digits (its int_max_str_digits): so does this reader.
+        if (integral && match.groupValues[1].length > MAX_INT_DIGITS) fail("integer of more than $MAX_INT_DIGITS digits")
         return (if (integral) match.value.toLongOrNull() else null) ?: match.value.toDouble()
     }
 
@@ -97,7 +100,7 @@ class Json private constructor(private val text: String, private val maxDepth: I
                         'f' -> out.append('\u000c')
                         'u' -> {
                             val hex = text.substring(pos, minOf(pos + 4, text.length))
-                            if (hex.length != 4 || !hex.all { it.isDigit() || it.lowercaseChar() in 'a'..'f' }) {
+                            if (hex.length != 4 || !hex.all { it in '0'..'9' || it in 'a'..'f' || it in 'A'..'F' }) {
                                 fail("bad \\u escape")
                             }
                             out.append(hex.toInt(16).toChar())

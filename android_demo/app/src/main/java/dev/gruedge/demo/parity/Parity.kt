@@ -29,6 +29,9 @@ data class ParityReport(
     val tolerancesSource: String,
 ) {
     val maxAbsError: Double get() = outputs.maxOfOrNull { it.maxAbsError } ?: Double.NaN
+
+    /** The same report with one more failure (so never a PASS). */
+    fun withFailure(failure: String): ParityReport = copy(passed = false, failures = failures + failure)
     val psnrDb: Double get() = outputs.minOfOrNull { it.psnrDb } ?: Double.NaN
 }
 

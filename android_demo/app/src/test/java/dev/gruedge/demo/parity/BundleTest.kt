@@ -64,11 +64,12 @@ class BundleTest {
 
     @Test
     fun limitsThatWouldPassAnythingAreRefused() {
-        for (bad in listOf("1e9", "-1", "2.0", "true", "\"0.1\"")) {
+        for (bad in listOf("1e9", "-1", "0.5", "true", "\"0.1\"", "1${"0".repeat(400)}")) {
             val e = assertThrows(BundleException::class.java) {
                 Bundle.load(files(manifest.replace("\"atol\": 1e-3", "\"atol\": $bad")))
             }
-            assertTrue(e.message!!, e.message!!.contains("tolerance atol must be a finite number from 0 to 1"))
+            assertTrue(e.message!!, e.message!!.contains("tolerance atol must be a finite number from 0 up to (not " +
+                "including) 0.5"))
         }
         assertThrows(BundleException::class.java) { Bundle.load(files(manifest.replace("1e-3, \"rtol\"", "NaN, \"rtol\""))) }
     }
@@ -97,6 +98,22 @@ class BundleTest {
         val deep = manifest.replace("\"task\": null", "\"task\": null, \"x\": ${"[".repeat(200_000)}${"]".repeat(200_000)}")
         val e = assertThrows(BundleException::class.java) { Bundle.load(files(deep)) }
         assertEquals("manifest.json nests deeper than 16 levels", e.message)
+    }
+
+    @Test
+    fun sha256IsTheManifestsHexForm() {
+        assertEquals("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            Bundle.sha256("abc".toByteArray()))
+    }
+
+    @Test
+    fun aFailureAddedToAPassingReportMakesItFail() {
+        val e = TestNpy.tensor(2, 1) { r, _ -> r.toFloat() }
+        val report = Parity.compare(mapOf("y" to e), mapOf("y" to e), Tolerances(1e-3, 1e-3, 40.0, 0.01))
+        val failed = report.withFailure("model.tflite is not the model this bundle was made with")
+        assertTrue(report.passed)
+        assertEquals(false, failed.passed)
+        assertEquals(listOf("model.tflite is not the model this bundle was made with"), failed.failures)
     }
 
     @Test
