@@ -15,13 +15,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from gru_edge import gpu, outputs, runtime, tflite_model
-from gru_edge.bundle import read_bundle
+from gru_edge.bundle import bundle_file, read_bundle
 from gru_edge.convert import load_sidecar, sidecar_file
 from gru_edge.errors import GruEdgeError
 from gru_edge.io import sha256_file
 
 ASSETS = Path("app/src/main/assets/gru_edge")  # the demo reads model.tflite, model.json and bundle/ from here
-BUNDLE_FILES = ("manifest.json", "inputs.npy", "expected.npy", "targets.npy")
 
 
 class AndroidError(GruEdgeError):
@@ -88,12 +87,14 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
         raise AndroidError(f"The bundle in {bundle_dir} was made for {bundle.manifest['model']['file']}, not for "
                            f"{model.name} (sha256 differs). Make it with 'gru-edge verify MODEL.keras {model.name} "
                            "-o DIR'.")
+    m = bundle.manifest  # the files the validated manifest names (plain names, no links), and nothing else
+    names = ["manifest.json"] + [spec["file"] for spec in m["inputs"] + m["outputs"]] + \
+        ([m["task"]["targets"]] if m.get("task") else [])
     with outputs.staged(demo / ASSETS, outputs.ASSETS) as staging:
         shutil.copyfile(model, staging / "model.tflite")
         (staging / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
         (staging / "bundle").mkdir()
-        names = [n for n in BUNDLE_FILES if (bundle_dir / n).is_file()]
         for name in names:
-            shutil.copyfile(bundle_dir / name, staging / "bundle" / name)
+            shutil.copyfile(bundle_file(bundle_dir, name, "bundle file"), staging / "bundle" / name)
     copied = ["model.tflite", "model.json"] + [f"bundle/{n}" for n in sorted(names)]
     return AndroidResult(demo, pinned, installed, tuple(copied), tuple(warnings))

@@ -108,7 +108,7 @@ def weight_bytes(keras_model, quantization: str) -> int:
 
 def plain_recipe(name: str) -> recipes.Recipe:
     q, unroll = PLAIN[name]
-    tol = {"atol": 1.0, "rtol": 1.0, "min_psnr_db": 0.0, "max_task_metric_delta": 1.0}  # bench checks no parity
+    tol = {"atol": 0.1, "rtol": 0.1, "min_psnr_db": 0.0, "max_task_metric_delta": 0.5}  # bench checks no parity
     return recipes.parse({"description": f"TensorFlow's converter on the Keras layers ({name})",
                           "convert": {"quantization": q, "lowering": "keras", "unroll": unroll},
                           "verify": tol}, name)

@@ -21,7 +21,7 @@ import numpy as np
 from gru_edge import __version__, outputs
 from gru_edge.errors import ParityError
 from gru_edge.io import sha256_file
-from gru_edge.recipes import Tolerances
+from gru_edge.recipes import Tolerances, finite
 
 FORMAT = "gru-edge-parity/1"
 MANIFEST = "manifest.json"
@@ -65,9 +65,10 @@ class Bundle:
 
 
 def bundle_file_name(model_path: Path) -> str:
-    """The name a model's copy gets inside a bundle: its own when that is a plain file name, else model.tflite."""
+    """The name a model's copy gets inside a bundle: its own when that is a plain ``.tflite`` file name (so it cannot
+    stand for one of the bundle's arrays), else model.tflite."""
     name = Path(model_path).name
-    return name if FILE_NAME.fullmatch(name) else "model.tflite"
+    return name if FILE_NAME.fullmatch(name) and name.endswith(".tflite") else "model.tflite"
 
 
 def write_bundle(out_dir: Path, model_path: Path, recipe: str, signature: str, input_name: str,
@@ -313,9 +314,8 @@ class _Checker:
         return d[key]
 
     def number(self, value, what: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.fail(f"'{what}' must be a finite number")
-        return float(value)
+        x = finite(value)
+        return x if x is not None else self.fail(f"'{what}' must be a finite number")
 
     def entries(self, value, what: str) -> list[dict]:
         if not isinstance(value, list):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -16,7 +14,7 @@ from gru_edge import __version__, errors, outputs, recipes, runtime, tflite_mode
 from gru_edge.compact import compact
 from gru_edge.step_ranges import share_step_ranges
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError, ParityError
-from gru_edge.io import sha256_file
+from gru_edge.io import child_command, sha256_file, signal_name
 from gru_edge.model import WINDOWS, load_card, windows_file
 from gru_edge.recipes import Recipe
 
@@ -73,6 +71,11 @@ def load_sidecar(tflite_path: Path) -> dict | None:
     if fmt != SIDECAR_FORMAT:
         raise ConversionError(f"{path} is not a gru-edge sidecar of this version (format {fmt!r}, expected "
                               f"'{SIDECAR_FORMAT}'); convert the model again.")
+    made_from = sidecar.get("source_model")
+    if not isinstance(sidecar.get("recipe"), dict) or not isinstance(made_from, dict) or \
+            not isinstance(made_from.get("sha256"), str) or not isinstance(made_from.get("path"), str):
+        raise ConversionError(f"{path} lacks the recipe or source model a gru-edge sidecar names; convert the model "
+                              "again.")
     if sidecar.get("model_sha256") != sha256_file(tflite_path):
         raise ConversionError(f"{path.name} describes another {Path(tflite_path).name} (sha256 differs): the two "
                               "files do not belong together. Convert again, or remove the sidecar.")
@@ -119,11 +122,11 @@ def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, windo
                 explain: bool = False) -> subprocess.CompletedProcess:
     request = Path(scratch) / "request.json"
     request.write_text(json.dumps({"model": str(Path(model_path).resolve()), "scratch": scratch, "explain": explain,
-                                   "windows": str(windows) if windows else None,
+                                   "windows": str(Path(windows).resolve()) if windows else None,
                                    "input_range": [card["input_range"]["min"], card["input_range"]["max"]]
                                    if card else None,
                                    "recipes": [r.to_dict() for r in chosen]}))
-    return subprocess.run([sys.executable, "-m", "gru_edge.convert_worker", str(request)], capture_output=True,
+    return subprocess.run(child_command("gru_edge.convert_worker", request), cwd=scratch, capture_output=True,
                           text=True)
 
 
@@ -168,7 +171,7 @@ def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) 
     if proc.returncode == 0 and len(done) == len(by_name):
         return done
     if proc.returncode < 0 or current is not None:
-        how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+        how = (f"was killed by {signal_name(proc.returncode)}" if proc.returncode < 0
                else f"exited with status {proc.returncode}")
         recipe = by_name.get(current)
         hint = ("TensorFlow's converter is known to crash on full-integer Keras GRUs; use lowering = \"gru-edge\" "

@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import logging
 import os
+import signal
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -53,3 +55,17 @@ def quiet_tensorflow():
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def child_command(module: str, *args) -> list[str]:
+    """The command line that runs ``python -m module args`` in a child process with this interpreter. ``-P``: the
+    child's current folder (say, a bundle someone sent) is not searched for modules to import."""
+    return [sys.executable, "-P", "-m", module, *map(str, args)]
+
+
+def signal_name(returncode: int) -> str:
+    """SIGSEGV for a child killed by signal 11 (and a number for signals Python has no name for)."""
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"

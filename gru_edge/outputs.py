@@ -8,9 +8,11 @@ atomic ``renameat2(RENAME_EXCHANGE)``: a reader, or a run killed at any moment, 
 complete new one. Where the kernel cannot exchange (not Linux, or a file system without it), the old folder is
 renamed aside first and put back by the next run if the swap was cut short.
 
-A target may be absent, empty, or a gru-edge output of the same kind holding nothing else; anything else is refused
-with the folder and the entries gru-edge did not write. Leftovers of killed runs are hidden folders named
-``.NAME.gru-edge-PID-…``: nothing reads them, and the next run for the same target removes those whose process is gone.
+A target may be absent, empty, or a gru-edge output of the same kind holding nothing else (files gru-edge recorded a
+sha256 for must still have it); anything else is refused with the folder and the entries gru-edge did not write. It
+is checked before the work and again just before the swap. Leftovers of killed runs are hidden folders named
+``.NAME.gru-edge-HOST-PID-…``: nothing reads them, and the next run for the same target on the same machine removes
+those whose process is gone (and that hold only names such a run writes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -29,56 +32,76 @@ from pathlib import Path
 from typing import Callable
 
 from gru_edge.errors import OutputError
+from gru_edge.io import sha256_file
 
 _TAG = ".gru-edge-"
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.gru-edge-(?P<old>old-)?(?P<pid>\d+)-[A-Za-z0-9_]+$")
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.gru-edge-(?P<old>old-)?(?P<host>[A-Za-z0-9]+)-(?P<pid>\d{1,9})"
+                       r"-[A-Za-z0-9_]+$")
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
-def _json_format(path: Path) -> str:
-    """The ``format`` field of a JSON file, or "" when it is not a readable JSON object."""
+def _json(path: Path) -> dict:
+    """A small JSON object file's content, or {} when it is not one (missing, a link, too large, not JSON)."""
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
-            return ""
+            return {}
         doc = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):
-        return ""
-    fmt = doc.get("format") if isinstance(doc, dict) else None
-    return fmt if isinstance(fmt, str) else ""
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _format(doc: dict) -> str:
+    return doc.get("format") if isinstance(doc.get("format"), str) else ""
+
+
+def _file(p: Path) -> bool:
+    return p.is_file() and not p.is_symlink()
+
+
+def _same(p: Path, sha) -> bool:
+    """``p`` is the file whose sha256 gru-edge recorded (files from before the hashes are taken by name)."""
+    return sha is None or sha == sha256_file(p)
 
 
 def _entries(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not _LEFTOVER.match(p.name))
+    return sorted(folder.iterdir())
 
 
 def _foreign_run(folder: Path) -> list[str]:
-    if not _json_format(folder / "training.json").startswith("gru-edge-training/"):
+    card = _json(folder / "training.json")
+    if not _format(card).startswith("gru-edge-training/"):
         return [p.name for p in _entries(folder)]
-    return [p.name for p in _entries(folder) if p.name not in ("model.keras", "training.json", "windows.npz")
-            or p.is_symlink() or not p.is_file()]
+    files = card.get("files") if isinstance(card.get("files"), dict) else {}
+    return [p.name for p in _entries(folder) if not _file(p) or p.name not in ("model.keras", "windows.npz",
+            "training.json") or (p.name != "training.json" and not _same(p, files.get(p.name)))]
 
 
 def _foreign_models(folder: Path) -> list[str]:
     foreign = []
     for p in _entries(folder):
-        ok = re.fullmatch(r"model\.[A-Za-z0-9._-]+\.(tflite|json)", p.name) and p.is_file() and not p.is_symlink()
-        if ok and p.suffix == ".json":
-            ok = _json_format(p).startswith("gru-edge-sidecar/")
+        ok = re.fullmatch(r"model\.[A-Za-z0-9._-]+\.(tflite|json)", p.name) and _file(p)
+        side = _json(p.with_suffix(".json")) if ok else {}
+        ok = ok and _format(side).startswith("gru-edge-sidecar/")
+        if ok and p.suffix == ".tflite":  # a model beside its sidecar, and the one the sidecar describes
+            ok = _same(p, side.get("model_sha256"))
         if not ok:
             foreign.append(p.name)
     return foreign
 
 
 def _foreign_bundle(folder: Path) -> list[str]:
-    manifest = folder / "manifest.json"
-    if not _json_format(manifest).startswith("gru-edge-parity/"):
+    doc = _json(folder / "manifest.json")
+    if not _format(doc).startswith("gru-edge-parity/"):
         return [p.name for p in _entries(folder)]
-    doc = json.loads(manifest.read_text())
-    specs = [doc.get("model"), doc.get("task")]
+    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    specs = [model, doc.get("task")]
     for key in ("inputs", "outputs"):
         specs += doc[key] if isinstance(doc.get(key), list) else []
     named = {"manifest.json"} | {v for spec in specs if isinstance(spec, dict) for k, v in spec.items()
                                  if k in ("file", "targets") and isinstance(v, str)}
-    return [p.name for p in _entries(folder) if p.name not in named or p.is_symlink() or not p.is_file()]
+    return [p.name for p in _entries(folder) if p.name not in named or not _file(p)
+            or (p.name == model.get("file") and not _same(p, model.get("sha256")))]
 
 
 def _foreign_within(folder: Path, layout: dict[str, Callable[[Path], list[str]] | None], needed: str) -> list[str]:
@@ -105,32 +128,41 @@ def _foreign_bundles(folder: Path) -> list[str]:
 
 
 def _foreign_quickstart(folder: Path) -> list[str]:
-    if _json_format(folder / "summary.json") != "gru-edge-quickstart/1":
+    if _format(_json(folder / "summary.json")) != "gru-edge-quickstart/1":
         return [p.name for p in _entries(folder)]
     return _foreign_within(folder, {"summary.json": None, "run": _foreign_run, "models": _foreign_models,
                                     "bundles": _foreign_bundles}, "summary.json")
 
 
 def _foreign_assets(folder: Path) -> list[str]:
+    side = _json(folder / "model.json")
+    if not _format(side).startswith("gru-edge-sidecar/") or not (folder / "model.tflite").is_file() or \
+            not _same(folder / "model.tflite", side.get("model_sha256")):
+        return [p.name for p in _entries(folder)]
     return _foreign_within(folder, {"model.tflite": None, "model.json": None, "bundle": _foreign_bundle},
                            "model.tflite")
 
 
 @dataclass(frozen=True)
 class Kind:
-    """What a gru-edge output folder of one kind holds; ``foreign`` lists the entries that are not that."""
+    """What a gru-edge output folder of one kind holds; ``foreign`` lists the entries that are not that, ``names``
+    matches every name a (possibly half-written) staging folder of this kind can hold."""
 
     name: str
     made_by: str
     foreign: Callable[[Path], list[str]]
+    names: str
     carry_over: bool = False  # keep the old folder's entries that the new one does not replace (models folders)
 
 
-RUN = Kind("run folder", "gru-edge train", _foreign_run)
-MODELS = Kind("models folder", "gru-edge convert", _foreign_models, carry_over=True)
-BUNDLE = Kind("parity bundle", "gru-edge verify -o", _foreign_bundle)
-QUICKSTART = Kind("quickstart folder", "gru-edge quickstart", _foreign_quickstart)
-ASSETS = Kind("Android demo model folder", "gru-edge android", _foreign_assets)
+RUN = Kind("run folder", "gru-edge train", _foreign_run, r"model\.keras|training\.json|windows\.npz")
+MODELS = Kind("models folder", "gru-edge convert", _foreign_models, r"model\.[A-Za-z0-9._-]+\.(tflite|json)",
+              carry_over=True)
+BUNDLE = Kind("parity bundle", "gru-edge verify -o", _foreign_bundle,
+              r"manifest\.json|[A-Za-z0-9][A-Za-z0-9._-]*\.(npy|tflite)")
+QUICKSTART = Kind("quickstart folder", "gru-edge quickstart", _foreign_quickstart,
+                  r"run|models|bundles|summary\.json|\..+\.gru-edge-.+")
+ASSETS = Kind("Android demo model folder", "gru-edge android", _foreign_assets, r"model\.tflite|model\.json|bundle")
 KINDS = (RUN, MODELS, BUNDLE, QUICKSTART, ASSETS)
 
 
@@ -217,23 +249,26 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):
         return True
     return True
 
 
-def _recover(target: Path) -> None:
-    """Put back an old folder whose swap was cut short (fallback path only), and remove dead runs' leftovers."""
+def _recover(target: Path, kind: Kind) -> None:
+    """Put back an old folder whose swap was cut short (fallback path only), and remove the leftovers of dead runs:
+    only this machine's (the process ids of another are not known here), and only folders that hold nothing but
+    names a staging folder of this kind can hold."""
     parent = target.parent
     if not parent.is_dir():
         return
     for p in sorted(parent.iterdir()):
         m = _LEFTOVER.match(p.name)
-        if not m or m["name"] != target.name or _alive(int(m["pid"])) or p.is_symlink() or not p.is_dir():
+        if (not m or m["name"] != target.name or m["host"] != _HOST or _alive(int(m["pid"])) or p.is_symlink()
+                or not p.is_dir()):
             continue
         if m["old"] and not target.exists():
             _rename(p, target)
-        else:
+        elif all(re.fullmatch(kind.names, c.name) for c in p.iterdir()):
             _remove(p)
 
 
@@ -245,9 +280,9 @@ class Staging:
         self.target = check_target(target, kind)
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
-            _recover(self.target)
+            _recover(self.target, kind)
             self.target = check_target(self.target, kind)  # a recovered folder is checked like any other
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}{_TAG}{os.getpid()}-",
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}{_TAG}{_HOST}-{os.getpid()}-",
                                               dir=self.target.parent))
             mode = self.target.stat().st_mode & 0o7777 if self.target.is_dir() else 0o777 & ~_umask()
             os.chmod(self.path, mode)  # mkdtemp makes 0700 folders; outputs are ordinary folders
@@ -256,6 +291,11 @@ class Staging:
                               f"({e.filename or self.target.parent}).") from None
 
     def commit(self) -> Path:
+        try:
+            check_target(self.target, self.kind)  # again: the work took a while, and the user may have added files
+        except OutputError:
+            self.discard()
+            raise
         try:
             if self.kind.carry_over and self.target.is_dir():
                 for p in _entries(self.target):
@@ -267,7 +307,8 @@ class Staging:
             elif _exchange(self.path, self.target):
                 _remove(self.path)  # now the old folder
             else:
-                aside = self.target.parent / f".{self.target.name}{_TAG}old-{os.getpid()}-{self.path.name[-8:]}"
+                aside = self.target.parent / (f".{self.target.name}{_TAG}old-{_HOST}-{os.getpid()}-"
+                                              f"{self.path.name[-8:]}")
                 _rename(self.target, aside)
                 _rename(self.path, self.target)
                 _remove(aside)

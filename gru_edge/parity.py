@@ -193,13 +193,8 @@ def bundle_limits(bundle: Bundle, recipe: str | None = None) -> tuple[Tolerances
     if recipe:
         r = recipes.load(recipe)
         return r.verify, f"recipe {r.name}, given with --recipe", []
-    tol, notes = bundle.tolerances, []
-    if bundle.recipe in recipes.shipped_names():
-        looser = tol.looser_than(recipes.load(bundle.recipe).verify)
-        if looser:
-            notes.append(f"the bundle's limits are looser than the shipped recipe {bundle.recipe}'s "
-                         f"({'; '.join(looser)}); --recipe {bundle.recipe} applies the shipped ones")
-    return tol, f"the bundle's manifest, made with recipe {bundle.recipe}", notes
+    notes = recipes.looser_than_shipped(bundle.recipe, bundle.tolerances, "the bundle's")
+    return bundle.tolerances, f"the bundle's manifest, made with recipe {bundle.recipe}", notes
 
 
 def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1, accelerator: str = "cpu",

@@ -18,10 +18,23 @@ GPU_FALLBACKS = ("cpu", "none")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # recipe names become file names (model.NAME.tflite)
 
 
-# Each parity limit's allowed range (docs/parity-bundle.md): a limit outside it, or not a finite number, would let
-# anything pass (atol = 1e9, NaN: every comparison with NaN is false) and is refused wherever it comes from.
-TOLERANCE_RANGES = {"atol": (0.0, 1.0), "rtol": (0.0, 1.0), "min_psnr_db": (0.0, 200.0),
+# Each parity limit's allowed range (docs/parity-bundle.md), [low, high): a limit outside it, or not a finite number,
+# could let anything pass (atol = 1e9; NaN, since every comparison with NaN is false) and is refused wherever it comes
+# from. atol and rtol stay below 0.5, so that even together they cannot excuse an output of zeros at the peak; a
+# task metric may not lose all of itself.
+TOLERANCE_RANGES = {"atol": (0.0, 0.5), "rtol": (0.0, 0.5), "min_psnr_db": (0.0, 200.0),
                     "max_task_metric_delta": (0.0, 1.0)}
+
+
+def finite(value) -> float | None:
+    """``value`` as a float if it is a finite number (not a bool, not an integer too large for a float), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -38,11 +51,15 @@ class Tolerances:
         """Tolerances from a mapping with exactly the four keys, each finite and within TOLERANCE_RANGES."""
         if not isinstance(values, dict) or set(values) != set(TOLERANCE_RANGES):
             raise error(f"{where}: tolerances must have exactly {', '.join(sorted(TOLERANCE_RANGES))}.")
+        checked = {}
         for key, (lo, hi) in TOLERANCE_RANGES.items():
-            v = values[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-                raise error(f"{where}: tolerance {key} must be a finite number from {lo:g} to {hi:g}, got {v!r}.")
-        return cls(**{k: float(values[k]) for k in TOLERANCE_RANGES})
+            v = finite(values[key])
+            if v is None or not lo <= v < hi:
+                shown = repr(values[key]) if len(repr(values[key])) < 40 else repr(values[key])[:37] + "..."
+                raise error(f"{where}: tolerance {key} must be a finite number from {lo:g} up to (not including) "
+                            f"{hi:g}, got {shown}.")
+            checked[key] = v
+        return cls(**checked)
 
     def looser_than(self, other: "Tolerances") -> list[str]:
         """The limits of ``self`` that let through more than ``other``'s, as 'key a > b' texts."""
@@ -108,6 +125,14 @@ def shipped_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "converters"
 
 
+def looser_than_shipped(name: str, tol: Tolerances, whose: str) -> list[str]:
+    """A note when ``tol`` (``whose`` limits, made with recipe ``name``) lets through more than the shipped recipe of
+    that name."""
+    looser = tol.looser_than(load(name).verify) if name in shipped_names() else []
+    return [f"{whose} limits are looser than the shipped recipe {name}'s ({'; '.join(looser)}); --recipe {name} "
+            "applies the shipped ones"] if looser else []
+
+
 def shipped_names() -> list[str]:
     return sorted(p.stem for p in shipped_dir().glob("*.toml"))
 
@@ -147,7 +172,9 @@ def _check_section(raw: dict, section: str, where: str) -> dict:
                               f"Allowed: {', '.join(allowed)}.")
         kind = schema[key][0]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            value = finite(value)
+            if value is None:
+                raise RecipeError(f"{where}: '{key}' is too large a number.")
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise RecipeError(f"{where}: '{key}' must be {kind.__name__}, got {type(value).__name__} {value!r}.")
         values[key] = value

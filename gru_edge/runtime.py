@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gru_edge.errors import GruEdgeError, ParityError
-from gru_edge.io import native_stderr
+from gru_edge.io import child_command, native_stderr, signal_name
 
 
 def in_batches(x: np.ndarray, batch: int, run) -> dict[str, np.ndarray]:
@@ -129,7 +128,6 @@ def run_isolated(model: Path | bytes, inputs: np.ndarray | None, signature: str 
     ``accelerator``: "interpreter" (ai-edge-litert's Interpreter, XNNPACK) or "gpu" (CompiledModel, GPU with CPU
     fallback; GpuUnavailable when there is no usable GPU). ParityError when LiteRT refuses the model or crashes."""
     import subprocess
-    import sys
     import tempfile
 
     from gru_edge.errors import GpuUnavailable
@@ -145,10 +143,10 @@ def run_isolated(model: Path | bytes, inputs: np.ndarray | None, signature: str 
         (tmp / "request.json").write_text(json.dumps({
             "model": str(Path(model).resolve()), "signature": signature, "accelerator": accelerator,
             "precision": precision, "threads": threads, "inputs": inputs is not None}))
-        proc = subprocess.run([sys.executable, "-m", "gru_edge.runtime", str(tmp)], capture_output=True, text=True)
+        proc = subprocess.run(child_command("gru_edge.runtime", tmp), cwd=tmp, capture_output=True, text=True)
         result = tmp / "result.json"
         if proc.returncode != 0 or not result.is_file():
-            how = (f"crashed ({signal.Signals(-proc.returncode).name})" if proc.returncode < 0
+            how = (f"crashed ({signal_name(proc.returncode)})" if proc.returncode < 0
                    else f"exited with status {proc.returncode}")
             last = (proc.stderr.strip().splitlines() or [""])[-1][:200]
             raise ParityError(f"LiteRT {how} while loading or running {name}; gru-edge itself was not affected. "

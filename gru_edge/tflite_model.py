@@ -136,9 +136,12 @@ def parse(buf: bytes, path: str = "<memory>") -> TfliteModel:
         raise ParityError(f"{Path(path).name} is not a TFLite model (no 'TFL3' identifier).")
     try:
         model = schema.ModelT.InitFromPackedBuf(buf, 0)
-    except Exception as e:  # a truncated or corrupt flatbuffer raises assorted errors
+        return _read(model, buf, path)
+    except Exception as e:  # a truncated or corrupt flatbuffer (indices out of range, ...) raises assorted errors
         raise ParityError(f"{Path(path).name} is a damaged TFLite file: {type(e).__name__}.") from None
 
+
+def _read(model, buf: bytes, path: str) -> TfliteModel:
     def buffer_len(b) -> int:
         if b.data is not None:
             return len(b.data)

@@ -69,8 +69,13 @@ def tolerances_for(tflite_path: Path, sidecar: dict | None,
         r = recipes.load(recipe_name)
         return r.verify, r.name, f"recipe {r.name}, given with --recipe", []
     if sidecar:
-        r = recipes.Recipe.from_dict(sidecar["recipe"])
-        return r.verify, r.name, f"recipe {r.name}, named by the sidecar of {tflite_path.name}", []
+        try:
+            r = recipes.Recipe.from_dict(sidecar["recipe"])
+        except (TypeError, KeyError) as e:
+            raise ParityError(f"The sidecar of {tflite_path.name} holds no recipe gru-edge can read ({e}); convert "
+                              "the model again.") from None
+        return r.verify, r.name, f"recipe {r.name}, named by the sidecar of {tflite_path.name}", \
+            recipes.looser_than_shipped(r.name, r.verify, "the sidecar's")
     r = recipes.load("float32")
     return r.verify, "unknown", "recipe float32, the strictest shipped limits (no sidecar)", [
         f"no sidecar beside {tflite_path.name}: using the float32 recipe's tolerances (pass --recipe to choose)"]
@@ -109,10 +114,11 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
         keras_model = keras_model or model_mod.load_model(keras_path)
         _, t, f = keras_model.inputs[0].shape
         o = int(keras_model.outputs[0].shape[-1])
-        taken = info.main_signature().inputs[0].shape
-        if len(info.main_signature().inputs) != 1 or tuple(taken[1:]) != (t, f):
-            raise ParityError(f"{tflite_path.name} takes input {list(taken)} but {keras_path.name} takes "
-                              f"[N, {t}, {f}]: they are not the same model. Convert {keras_path.name} again.")
+        taken = [list(i.shape) for i in info.main_signature().inputs]
+        if len(taken) != 1 or tuple(taken[0][1:]) != (t, f):
+            raise ParityError(f"{tflite_path.name} takes input {' and '.join(map(str, taken)) or 'nothing'} but "
+                              f"{keras_path.name} takes [N, {t}, {f}]: they are not the same model. Convert "
+                              f"{keras_path.name} again.")
         card = model_mod.load_card(keras_path)
         samples = make_samples(keras_path, card, int(t), int(f), o)
         expected_arr = np.asarray(keras_model(samples.inputs, training=False), np.float32)

@@ -98,8 +98,14 @@ def _expected_nan(f: Path):
 CORPUS = {
     "valid": (lambda f: None, "pass"),
     "unknown-key-is-ignored": (_set(("extra",), {"a": [1, 2]}), "pass"),
-    "integer-limits": (lambda f: edit(f, lambda m: m.update(tolerances={"atol": 1, "rtol": 0, "min_psnr_db": 0,
-                                                                        "max_task_metric_delta": 1})), "pass"),
+    "integer-limits": (lambda f: edit(f, lambda m: m["tolerances"].update(min_psnr_db=20)), "pass"),
+    "limits-atol-0.5-and-over": (_tol("atol", 0.5), "refuse"),
+    "samples-a-5000-digit-integer": (lambda f: edit(f, lambda m: json.dumps(m).replace(
+        '"count": ', '"count": ' + "9" * 5000 + ', "_count": ')), "refuse"),  # past Python's 4300 digits
+    "unicode-digits-in-an-escape": (lambda f: edit(f, lambda m: json.dumps(m).replace(
+        '"tool": "', '"tool": "\\u\u0660\u0660\u0664\u0661')), "refuse"),
+    "limits-a-huge-integer": (lambda f: edit(f, lambda m: json.dumps(m).replace('"rtol": ', '"rtol": 1' + "0" * 400
+                                                                                + ', "_": ')), "refuse"),
     "expected-has-nan": (_expected_nan, "fail"),
     "limits-nan": (lambda f: edit(f, lambda m: json.dumps(m).replace('"atol": ', '"atol": NaN, "_": ')), "refuse"),
     "limits-infinity": (lambda f: edit(f, lambda m: json.dumps(m).replace('"atol": ', '"atol": Infinity, "_": ')),

@@ -121,14 +121,19 @@ def test_every_malformed_bundle_is_refused_in_one_line(good_bundle, tmp_path, na
     assert doc["ok"] is False and doc["error"] and doc["result"] is None
 
 
-@pytest.mark.parametrize("line", ["atol = nan", "atol = inf", "atol = 1e9", "atol = -0.1"])
-def test_a_recipe_with_limits_that_pass_anything_is_refused(r1, tmp_path, line):
+_RANGE = "tolerance atol must be a finite number from 0 up to (not including) 0.5"
+
+
+@pytest.mark.parametrize("line, message", [("atol = nan", _RANGE), ("atol = inf", _RANGE), ("atol = 1e9", _RANGE),
+                                           ("atol = -0.1", _RANGE), ("atol = 0.5", _RANGE),
+                                           ("atol = 1" + "0" * 400, "'atol' is too large a number")])
+def test_a_recipe_with_limits_that_pass_anything_is_refused(r1, tmp_path, line, message):
     keras_path, _ = r1
     recipe = tmp_path / "loose.toml"
     recipe.write_text(f'description = "x"\n[convert]\nquantization = "float32"\n[verify]\n{line}\nrtol = 0.1\n'
                       "min_psnr_db = 20.0\nmax_task_metric_delta = 0.05\n")
     err = run("convert", keras_path, "--to", recipe, "-o", tmp_path / "out", code=1).stderr
-    assert "tolerance atol must be a finite number from 0 to 1" in err and not (tmp_path / "out").exists()
+    assert message in err and not (tmp_path / "out").exists()
 
 
 def test_every_report_says_which_limits_it_applied_and_whose(r1, good_bundle, tmp_path):
@@ -140,9 +145,9 @@ def test_every_report_says_which_limits_it_applied_and_whose(r1, good_bundle, tm
     assert doc["tolerances"]["atol"] == 1e-5 and doc["tolerances_source"].startswith("the bundle's manifest")
     loose = tmp_path / "loose"
     shutil.copytree(good_bundle, loose)
-    edit(loose, lambda m: m["tolerances"].update(atol=0.5, min_psnr_db=0.0))
+    edit(loose, lambda m: m["tolerances"].update(atol=0.4, min_psnr_db=0.0))
     report = run("verify", "--bundle", loose, code=0).stdout
-    assert "looser than the shipped recipe float32's (atol 0.5 > 1e-05; min_psnr_db 0 < 90)" in report
+    assert "looser than the shipped recipe float32's (atol 0.4 > 1e-05; min_psnr_db 0 < 90)" in report
     strict = run("verify", "--bundle", loose, "--recipe", "float32", code=0).stdout
     assert "from recipe float32, given with --recipe" in strict
 
@@ -266,6 +271,40 @@ def test_a_model_that_crashes_litert_is_a_message(r1, good_bundle, tmp_path):
     assert doc["nonfinite_scales"] > 0
     err = run("verify", "--bundle", good_bundle, "--model", bad, code=1)
     assert "LiteRT" in (err.stderr + err.stdout)
+
+
+def test_child_processes_do_not_import_from_the_current_folder(good_bundle, tmp_path, monkeypatch):
+    """A bundle folder someone sent may hold a numpy.py: checking it from inside that folder must not run it."""
+    marker = tmp_path / "ran"
+    shutil.copytree(good_bundle, tmp_path / "b")
+    (tmp_path / "b" / "numpy.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\nraise SystemExit(9)\n")
+    monkeypatch.chdir(tmp_path / "b")
+    assert run("verify", "--bundle", ".", code=0).stdout.rstrip().endswith("PASS")
+    assert not marker.exists()
+
+
+def test_a_damaged_flatbuffer_is_one_line(r1, tmp_path):
+    """Indices out of range in a crafted .tflite (an operator code that does not exist)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    _, models = r1
+    model = schema.ModelT.InitFromPackedBuf(models["float32"].read_bytes(), 0)
+    model.subgraphs[0].operators[0].opcodeIndex = 999
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(bytes(builder.Output()))
+    assert "bad.tflite is a damaged TFLite file: IndexError" in run("inspect", bad, code=1).stderr
+
+
+def test_a_sidecar_without_its_source_is_one_line(r1, tmp_path):
+    keras_path, models = r1
+    shutil.copytree(models["float32"].parent, tmp_path / "m")
+    side = tmp_path / "m" / "model.float32.json"
+    side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items() if k != "source_model"}))
+    err = run("verify", keras_path, tmp_path / "m" / "model.float32.tflite", code=1).stderr
+    assert "lacks the recipe or source model" in err
 
 
 def _limited(args: list, cwd: Path, limit: int) -> subprocess.CompletedProcess:

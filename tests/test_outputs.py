@@ -100,14 +100,58 @@ def test_a_parent_that_cannot_be_written_is_refused_before_the_work(tmp_path):
     assert not worked and (tmp_path / "file").read_text() == "mine"
 
 
+def _pair(folder: Path, recipe: str, content: str) -> None:
+    """A model and its sidecar, as convert writes them (the sidecar names the model's sha256)."""
+    import hashlib
+
+    (folder / f"model.{recipe}.tflite").write_text(content)
+    (folder / f"model.{recipe}.json").write_text(json.dumps({
+        "format": "gru-edge-sidecar/2", "model_sha256": hashlib.sha256(content.encode()).hexdigest()}))
+
+
 def test_models_folders_keep_the_other_recipes(tmp_path):
     target = tmp_path / "models"
     target.mkdir()
-    for name in ("model.a.tflite", "model.b.tflite"):
-        (target / name).write_text(f"old {name}")
+    _pair(target, "a", "old a")
+    _pair(target, "b", "old b")
     with outputs.staged(target, outputs.MODELS) as stage:
-        (stage / "model.b.tflite").write_text("new b")
-    assert _snapshot(target) == {"model.a.tflite": b"old model.a.tflite", "model.b.tflite": b"new b"}
+        _pair(stage, "b", "new b")
+    assert _snapshot(target)["model.a.tflite"] == b"old a" and _snapshot(target)["model.b.tflite"] == b"new b"
+    (target / "model.a.tflite").write_text("the user's own model, under gru-edge's name")
+    with pytest.raises(OutputError, match=r"holds files gru-edge did not write \(model.a.tflite\)"):
+        outputs.check_target(target, outputs.MODELS)
+
+
+def test_files_that_look_like_gru_edges_but_are_not_are_refused(tmp_path):
+    """A file under gru-edge's name whose sha256 is not the one gru-edge recorded, and a folder named like a
+    leftover of a killed run, are the user's: refused as targets, never removed as leftovers."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_text("a model trained elsewhere")
+    (run / "training.json").write_text(json.dumps({"format": "gru-edge-training/2", "files": {"model.keras": "0" * 64}}))
+    with pytest.raises(OutputError, match=r"holds files gru-edge did not write \(model.keras\)"):
+        outputs.check_target(run, outputs.RUN)
+    hidden = tmp_path / "b" / f".notes.gru-edge-{outputs._HOST}-1-x"
+    hidden.mkdir(parents=True)
+    (hidden / "thesis.tex").write_text("mine")
+    with pytest.raises(OutputError):
+        outputs.check_target(tmp_path / "b", outputs.BUNDLE)
+    beside = tmp_path / f".b.gru-edge-{outputs._HOST}-999999999-x"  # a dead process id, a user's folder
+    beside.mkdir()
+    (beside / "thesis.tex").write_text("mine")
+    outputs._recover(tmp_path / "b", outputs.BUNDLE)
+    assert (beside / "thesis.tex").read_text() == "mine"
+
+
+def test_files_added_while_the_work_runs_are_kept(tmp_path):
+    """The target is checked again just before the swap: what the user put there meanwhile is not swapped away."""
+    _bundle(tmp_path / "b", "old")
+    with pytest.raises(OutputError, match="notes.txt"):
+        with outputs.staged(tmp_path / "b", outputs.BUNDLE) as stage:
+            _bundle(stage, "new")
+            (tmp_path / "b" / "notes.txt").write_text("written during the run")
+    assert (tmp_path / "b" / "notes.txt").read_text() == "written during the run"
+    assert _leftovers(tmp_path) == []
 
 
 def test_an_error_in_the_work_leaves_the_old_folder(tmp_path):
@@ -167,7 +211,7 @@ def test_a_run_killed_at_any_step_leaves_the_old_or_the_new_folder(tmp_path, swa
         assert finished or proc.returncode == -signal.SIGKILL, proc.stderr
         if swap == "exchange":  # one atomic step: whole on disk, before any recovery
             assert (_snapshot(target) if target.exists() else None) in (old, new), kill_at
-        outputs._recover(target)  # what the next run does first
+        outputs._recover(target, outputs.BUNDLE)  # what the next run does first
         state = _snapshot(target) if target.exists() else None
         assert state in (old, new), (kill_at, state)
         assert (work / "mine.txt").read_text() == "user file"
