@@ -310,7 +310,11 @@ class Staging:
                 aside = self.target.parent / (f".{self.target.name}{_TAG}old-{_HOST}-{os.getpid()}-"
                                               f"{self.path.name[-8:]}")
                 _rename(self.target, aside)
-                _rename(self.path, self.target)
+                try:
+                    _rename(self.path, self.target)
+                except OSError:
+                    _rename(aside, self.target)  # put the old folder back before reporting
+                    raise
                 _remove(aside)
             _sync_folder(self.target.parent)
         except OSError as e:
