@@ -6,8 +6,6 @@ Heavy libraries (TensorFlow, Keras, LiteRT) are imported inside the commands, so
 from __future__ import annotations
 
 import functools
-import json
-import math
 import sys
 from pathlib import Path
 
@@ -23,27 +21,8 @@ def _progress(quiet: bool):
     return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
 
 
-def _finite(value, path: str, found: list[str]):
-    """``value`` with every NaN/Inf replaced by None (JSON has no such numbers), noting where in ``found``."""
-    if isinstance(value, dict):
-        return {k: _finite(v, f"{path}.{k}", found) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        found.append(f"{path} ({value})")
-        return None
-    return value
-
-
 def _emit_json(result: dict | None, exit_code: int = 0, error: str | None = None) -> None:
-    """Print the one JSON document of a --json run: the same top keys on every path."""
-    found: list[str] = []
-    result = _finite(result, "result", found)
-    notes = [f"not finite, written as null: {', '.join(found)}"] if found else []
-    click.echo(json.dumps({"ok": exit_code == 0, "exit_code": exit_code, "error": error, "notes": notes,
-                           "result": result}, indent=2, default=str, allow_nan=False))
+    click.echo(text.json_document(result, exit_code, error))
 
 
 def command(fn):

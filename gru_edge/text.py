@@ -1,7 +1,9 @@
-"""How results read on a terminal: number formats, plain tables, the parity report, the model inspection."""
+"""How results read on a terminal: number formats, plain tables, the parity report, the model inspection, and the
+one JSON document of a --json run."""
 
 from __future__ import annotations
 
+import json
 import math
 
 
@@ -80,3 +82,26 @@ def inspection(name: str, info, findings) -> str:
     else:
         lines.append(f"GPU findings: none ({gpu.CLASSIC} and {gpu.LITERT} rules)")
     return "\n".join(lines)
+
+
+def _finite(value, path: str, found: list[str]):
+    """``value`` with every NaN/Inf replaced by None (JSON has no such numbers), noting where in ``found``."""
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{path}.{k}", found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(f"{path} ({value})")
+        return None
+    return value
+
+
+def json_document(result: dict | None, exit_code: int = 0, error: str | None = None) -> str:
+    """The one JSON document of a --json run: the same top keys on every path, success or not."""
+    found: list[str] = []
+    result = _finite(result, "result", found)
+    notes = [f"not finite, written as null: {', '.join(found)}"] if found else []
+    return json.dumps({"ok": exit_code == 0, "exit_code": exit_code, "error": error, "notes": notes,
+                       "result": result}, indent=2, default=str, allow_nan=False)
