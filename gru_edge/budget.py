@@ -61,8 +61,6 @@ def _with_fallback(base: recipes.Recipe, share: float) -> recipes.Recipe:
 def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str] | None = None,
            fallbacks: tuple[float, ...] = FALLBACKS, log=lambda msg: None) -> BudgetResult:
     """Convert, order by size, verify smallest first; copy the first within ``budget`` into ``out_dir``."""
-    from gru_edge.verify import verify
-
     model_path = Path(model_path)
     if load_card(model_path) is None:
         raise ConversionError(f"Budget mode needs the training card beside {model_path.name}: the budget is a change "
@@ -71,7 +69,7 @@ def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str]
     stage = outputs.Staging(out_dir, outputs.MODELS)  # checked and writable before any conversion
     try:
         with tempfile.TemporaryDirectory(prefix="gru-edge-budget-") as tmp:
-            chosen, tries = _search(model_path, budget, names, fallbacks, Path(tmp), log, verify)
+            chosen, tries = _search(model_path, budget, names, fallbacks, Path(tmp), log)
             if chosen is not None:
                 for path in (chosen.path, chosen.sidecar):
                     shutil.copyfile(path, stage.path / path.name)
@@ -83,9 +81,11 @@ def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str]
     return BudgetResult(budget, chosen, tuple(tries))
 
 
-def _search(model_path: Path, budget: float, names: list[str], fallbacks: tuple[float, ...], tmp: Path, log,
-            verify) -> tuple[convert_mod.ConvertedModel | None, list[Try]]:
+def _search(model_path: Path, budget: float, names: list[str], fallbacks: tuple[float, ...], tmp: Path,
+            log) -> tuple[convert_mod.ConvertedModel | None, list[Try]]:
     """Convert every candidate into ``tmp``, verify smallest first; the first within ``budget`` and every try."""
+    from gru_edge.verify import verify
+
     todo: list[str | recipes.Recipe] = list(names)
     for name in names:
         base = recipes.load(name)

@@ -110,8 +110,8 @@ def convert(model_path: Path, recipe_names: list[str | Recipe], out_dir: Path, l
         log(f"converting {model_path} to {', '.join(names)} (TensorFlow converter in a child process)")
         proc = _run_worker(model_path, chosen, card, windows, scratch)
         done = _read_events(proc, {r.name: r for r in chosen})
-        results = [_finish(r, Path(done[r.name]["file"]), done[r.name], model_path, stage, card)
-                   for r in chosen]
+        source = {"path": str(model_path), "sha256": sha256_file(model_path)}
+        results = [_finish(r, Path(done[r.name]["file"]), done[r.name], source, stage, card) for r in chosen]
     results = [replace(m, path=out_dir / m.path.name, sidecar=out_dir / m.sidecar.name) for m in results]
     for m in results:
         log(f"  {m.recipe}: {m.path} ({m.size_bytes / 1024:.1f} KiB, {sum(m.ops.values())} ops)")
@@ -185,9 +185,10 @@ def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) 
     raise ConversionError(f"The conversion process exited with status {proc.returncode}: {tail[:300]}")
 
 
-def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_dir: Path,
+def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: Path,
             card: dict | None) -> ConvertedModel:
-    """Check the converted bytes (builtin ops only, loads in LiteRT), then write model and sidecar atomically."""
+    """Check the converted bytes (builtin ops only, loads and runs in LiteRT), then write model and sidecar into
+    ``out_dir`` (the staging folder: the models folder is swapped in whole once every recipe is done)."""
     converted = produced.read_bytes()
     # lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): left untouched.
     payload, packed = converted, None
@@ -214,7 +215,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, model_path: Path, out_d
         "model_file": target.name,
         "model_sha256": hashlib.sha256(payload).hexdigest(),  # binds the sidecar to its .tflite
         "recipe": recipe.to_dict(),
-        "source_model": {"path": str(model_path), "sha256": sha256_file(model_path)},
+        "source_model": source,
         "signature": sig.to_dict(),
         "signatures": [s.key for s in info.signatures],
         "step_signature": info.signature("step").to_dict() if any(s.key == "step" for s in info.signatures)

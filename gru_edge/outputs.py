@@ -37,6 +37,7 @@ from gru_edge.io import sha256_file
 _TAG = ".gru-edge-"
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.gru-edge-(?P<old>old-)?(?P<host>[A-Za-z0-9]+)-(?P<pid>\d{1,9})"
                        r"-[A-Za-z0-9_]+$")
+SUMMARY_FORMAT = "gru-edge-quickstart/1"  # quickstart's summary.json, which marks its folder
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
@@ -110,8 +111,8 @@ def _foreign_within(folder: Path, layout: dict[str, Callable[[Path], list[str]] 
         return [p.name for p in _entries(folder)]
     foreign = []
     for p in _entries(folder):
-        check = layout.get(p.name, "missing")
-        if check == "missing" or p.is_symlink():
+        check = layout.get(p.name)
+        if p.name not in layout or p.is_symlink():
             foreign.append(p.name)
         elif check is None:
             foreign += [] if p.is_file() else [p.name]
@@ -128,7 +129,7 @@ def _foreign_bundles(folder: Path) -> list[str]:
 
 
 def _foreign_quickstart(folder: Path) -> list[str]:
-    if _format(_json(folder / "summary.json")) != "gru-edge-quickstart/1":
+    if _format(_json(folder / "summary.json")) != SUMMARY_FORMAT:
         return [p.name for p in _entries(folder)]
     return _foreign_within(folder, {"summary.json": None, "run": _foreign_run, "models": _foreign_models,
                                     "bundles": _foreign_bundles}, "summary.json")

@@ -44,9 +44,6 @@ class QuickstartResult:
                 "train": self.train.to_dict(), "recipes": [r.to_dict() for r in self.rows]}
 
 
-SUMMARY_FORMAT = "gru-edge-quickstart/1"
-
-
 def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names: list[str] | None = None,
         log=lambda msg: None) -> QuickstartResult:
     """Train, convert to every recipe, verify each; ``out_dir`` (run/, models/, bundles/, summary.json) is replaced
@@ -75,6 +72,6 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
         trained = replace(trained, run_dir=out_dir / "run", model_path=out_dir / "run" / model_mod.MODEL,
                           card_path=out_dir / "run" / model_mod.CARD)
         result = QuickstartResult(out_dir, trained, tuple(rows), round(time.perf_counter() - started, 1))
-        (stage / "summary.json").write_text(json.dumps({"format": SUMMARY_FORMAT, **result.to_dict()}, indent=2)
+        (stage / "summary.json").write_text(json.dumps({"format": outputs.SUMMARY_FORMAT, **result.to_dict()}, indent=2)
                                             + "\n")
     return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge.errors import GruEdgeError, ParityError
+from gru_edge.errors import GpuUnavailable, GruEdgeError, ParityError
 from gru_edge.io import child_command, native_stderr, signal_name
 
 
@@ -108,11 +108,10 @@ def run_steps(step, details: dict, x: np.ndarray) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class IsolatedRun:
-    """What a child process got from one model: its main signature's names and shapes, and the outputs."""
+    """What a child process got from one model: its main signature's names, and the outputs."""
 
     signature: str
     input_name: str
-    input_shape: tuple[int, ...]
     output_names: tuple[str, ...]
     outputs: dict[str, np.ndarray]
     stepped: dict[str, np.ndarray] | None  # the ``step`` signature fed one time step at a time, if the model has one
@@ -129,8 +128,6 @@ def run_isolated(model: Path | bytes, inputs: np.ndarray | None, signature: str 
     fallback; GpuUnavailable when there is no usable GPU). ParityError when LiteRT refuses the model or crashes."""
     import subprocess
     import tempfile
-
-    from gru_edge.errors import GpuUnavailable
 
     name = name or (Path(model).name if isinstance(model, Path) else "the converted model")
     with tempfile.TemporaryDirectory(prefix="gru-edge-run-") as tmp:
@@ -159,8 +156,8 @@ def run_isolated(model: Path | bytes, inputs: np.ndarray | None, signature: str 
             arrays = {k: z[k] for k in z.files}
     outputs = {k: arrays[f"out/{k}"] for k in doc["output_names"]}
     stepped = {k[5:]: v for k, v in arrays.items() if k.startswith("step/")} if doc["has_step"] else None
-    return IsolatedRun(doc["signature"], doc["input_name"], tuple(doc["input_shape"]), tuple(doc["output_names"]),
-                       outputs, stepped, doc.get("fully_accelerated"))
+    return IsolatedRun(doc["signature"], doc["input_name"], tuple(doc["output_names"]), outputs, stepped,
+                       doc.get("fully_accelerated"))
 
 
 def _child(folder: Path) -> None:
@@ -171,8 +168,7 @@ def _child(folder: Path) -> None:
         runner = Runner(model, req["signature"], threads=req["threads"])
         x = np.load(folder / "inputs.npy") if req["inputs"] else np.zeros((runner.batch_size,
                                                                               *runner.input_shape[1:]), np.float32)
-        doc = {"signature": runner.signature, "input_name": runner.input_name,
-               "input_shape": list(runner.input_shape), "output_names": runner.output_names,
+        doc = {"signature": runner.signature, "input_name": runner.input_name, "output_names": runner.output_names,
                "has_step": runner.has_step}
         if req["accelerator"] == "gpu":
             from gru_edge.gpu import gpu_outputs
