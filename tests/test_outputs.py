@@ -169,9 +169,13 @@ def test_an_error_in_the_work_leaves_the_old_folder(tmp_path):
 _CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    sys.path.insert(0, sys.argv[4])
+    import importlib.util
     from gru_edge import outputs
-    from tests.test_outputs import _bundle
+    # By file: a package named "tests" installed in site-packages (some wheels ship one) would shadow this folder.
+    spec = importlib.util.spec_from_file_location("_outputs_test", Path(sys.argv[4]) / "tests" / "test_outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _bundle = module._bundle
 
     target, kill_at, exchange = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "exchange"
     calls = [0]
