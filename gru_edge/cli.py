@@ -83,18 +83,24 @@ def cli():
 @click.option("--horizon", type=click.IntRange(min=1), default=1, show_default=True, help="Steps predicted at once")
 @click.option("--units", type=click.IntRange(min=1), default=32, show_default=True, help="GRU units per layer")
 @click.option("--layers", type=click.IntRange(min=1, max=8), default=1, show_default=True, help="Stacked GRU layers")
-@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True,
+              help="At most; training stops when the validation loss has not improved for --patience epochs")
+@click.option("--patience", type=click.IntRange(min=0), default=20, show_default=True, help="0: no early stopping")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=3e-3,
+              show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same weights")
 @click.option("--task", type=click.Choice(["regression", "classification"]), default="regression", show_default=True,
               help="classification: --column holds class indices, --features are the inputs, softmax head")
-@click.option("--transform", help="none, log, diff, diffN or e.g. 'log,diff12' (default: dataset's; CSV: none)")
+@click.option("--transform", help="auto, none, log, diff, diffN or e.g. 'log,diff12' (default: airline's "
+              "log,diff12; CSV: auto, chosen on the validation split)")
 @click.option("--test-size", type=click.IntRange(min=1), help="Values held out at the end (airline: 24; CSV: 20%)")
 @click.option("--season", type=click.IntRange(min=1), help="Season length for the seasonal-naive baseline")
 @click.option("-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder for model.keras and training.json")
 @command
-def train(data, column, features, window, horizon, units, layers, epochs, seed, task, transform, test_size, season,
-          run_dir, as_json, log):
+def train(data, column, features, window, horizon, units, layers, epochs, patience, batch_size, learning_rate, seed,
+          task, transform, test_size, season, run_dir, as_json, log):
     """Train a GRU forecaster and report held-out RMSE beside naive baselines.
 
     Example:
@@ -105,21 +111,12 @@ def train(data, column, features, window, horizon, units, layers, epochs, seed, 
 
     cfg = TrainConfig(data=data, column=column, features=tuple(f.strip() for f in features.split(",") if f.strip()),
                       window=window, horizon=horizon, units=units, layers=layers, epochs=epochs, seed=seed,
-                      task=task, transform=transform, test_size=test_size, season=season)
+                      task=task, transform=transform, test_size=test_size, season=season, patience=patience,
+                      batch_size=batch_size, learning_rate=learning_rate)
     result = train_model(cfg, run_dir, log=log)
     if as_json:
         return _emit_json(result.to_dict())
-    m = result.card["metrics"]
-    click.echo(f"model:     {result.model_path}\ncard:      {result.card_path}")
-    if task == "classification":
-        click.echo(f"held-out accuracy ({result.card['split']['heldout_windows']} windows): "
-                   f"{m['heldout_accuracy']:.2%} (majority class: {m['majority_class_accuracy']:.2%})")
-        return
-    click.echo(f"held-out RMSE ({result.card['split']['heldout_windows']} windows, original units): "
-               f"{m['heldout_rmse']:.3f}")
-    click.echo(f"  naive:          {m['naive_rmse']:.3f}")
-    if "seasonal_naive_rmse" in m:
-        click.echo(f"  seasonal-naive: {m['seasonal_naive_rmse']:.3f}")
+    click.echo("\n".join(text.train_summary(result)))
 
 
 # ---- recipes / convert ------------------------------------------------------------------------------------------
@@ -374,7 +371,7 @@ def quickstart(out_dir, epochs, seed, as_json, log):
     else:
         m = result.train.card["metrics"]
         click.echo(f"airline GRU: held-out RMSE {m['heldout_rmse']:.2f} vs seasonal-naive "
-                   f"{m['seasonal_naive_rmse']:.2f} and naive {m['naive_rmse']:.2f} (last 24 months)\n")
+                   f"{m['seasonal_naive_rmse']:.2f} and naive {m['naive_rmse']:.2f} {m['units']} (last 24 months)\n")
         click.echo(text.table(["recipe", "size", "max abs error", "PSNR", "RMSE delta", "parity"],
                               [[r.recipe, f"{r.size_bytes / 1024:.1f} KiB", text.err(r.max_abs_error),
                                 text.psnr(r.psnr_db), text.delta(r.task_delta), "PASS" if r.passed else "FAIL"]

@@ -221,7 +221,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
         "step_signature": info.signature("step").to_dict() if any(s.key == "step" for s in info.signatures)
         else None,
         "gpu": recipe.to_dict()["gpu"],
-        "scaling": card["transform"] if card else None,
+        "framing": card["framing"] if card else None,  # inside the model: raw units in and out
         "task": card["task"] if card else None,
         "window": card["window"] if card else sig.inputs[0].shape[1],
         "size_bytes": info.size_bytes,

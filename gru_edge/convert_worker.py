@@ -45,7 +45,7 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
             if type(layer).__name__ == "GRU":
                 cfg["unroll"] = recipe.unroll
             clone = type(layer).from_config(cfg)
-            x = clone(x)
+            x = clone([x, inputs]) if type(layer).__name__ == "Unframe" else clone(x)
             clone.set_weights(layer.get_weights())
         fixed = keras.Model(inputs, {lowered.output_name: x})
         return tf.lite.TFLiteConverter.from_keras_model(fixed), {}
@@ -61,8 +61,12 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
 
 
 def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[float, float] | None,
-                 seed: int = 0) -> np.ndarray:
-    """Shuffled training windows plus the edge cases of the training range (so saturating inputs do not clip)."""
+                 seed: int = 0, lag: int = 0) -> np.ndarray:
+    """Shuffled training windows plus the edge cases of the training range (so saturating inputs do not clip).
+    For a differencing model (``lag``) in int8 only the constant ones: a step across the whole range is a difference
+    ~10x larger than any in the data, and calibrating on it costs the core that much int8 resolution (the trend
+    test's int8 RMSE: +8.2% with it); int16 has the resolution to spare (the airline's int16x8 model clipped the
+    step by 43.6 passengers without it)."""
     if windows is None or len(windows) == 0:
         raise ConversionError(f"Recipe '{recipe.name}' ({recipe.quantization}) needs calibration data: the training "
                               "windows (windows.npz beside the model, written by 'gru-edge train').")
@@ -73,7 +77,30 @@ def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[
     if input_range is None:
         return picked
     _, t, f = windows.shape
-    return np.concatenate([picked, data.edge_cases(t, f, *input_range)])
+    edges = data.edge_cases(t, f, *input_range)
+    return np.concatenate([picked, edges[:2] if lag and recipe.quantization == "int8" else edges])
+
+
+DRIFT = 4.0  # int16x8: the raw ranges calibrated cover levels this many times above and below the training data's
+
+
+def _drifted(cal: np.ndarray, fr) -> np.ndarray:
+    """int16x8 quantizes every op, the raw ones too (TensorFlow's MLIR quantizer cannot leave ops in float at int16):
+    add copies of the windows with the target's level moved (x DRIFT and / DRIFT on the log, by DRIFT times the
+    training range otherwise). Differencing makes the core's inputs the same for these copies, so only the raw
+    ranges widen: a series that drifts beyond its training range is not clipped, at ~1e-4 relative resolution."""
+    target = cal[:, :, 0]
+    if fr.log:
+        moved = [target * DRIFT, target / DRIFT]
+    else:
+        span = float(target.max() - target.min()) or 1.0
+        moved = [target + DRIFT * span, target - DRIFT * span]
+    copies = []
+    for m in moved:
+        c = cal.copy()
+        c[:, :, 0] = m
+        copies.append(c)
+    return np.concatenate([cal, *copies]).astype(np.float32)
 
 
 def _check_finite(keras_model, cal: np.ndarray, recipe: Recipe) -> None:
@@ -91,16 +118,15 @@ def _check_finite(keras_model, cal: np.ndarray, recipe: Recipe) -> None:
 def _step_samples(tf, lowered, step, chunks: list[np.ndarray]) -> list[dict]:
     """The inputs the ``step`` function meets when the calibration windows are fed one step at a time (frame and
     the states so far), so that a streaming integer model calibrates its step graph too."""
-    b = chunks[0].shape[0]
-    names = lowered.state_names()
+    specs = step.input_signature[1:]  # after the frame: every state, zeros to start
     feeds = []
     for chunk in chunks:
-        states = [np.zeros((b, g.units), np.float32) for g in lowered.grus]
+        states = {s.name: np.zeros(s.shape, np.float32) for s in specs}
         for t in range(lowered.time_steps):
-            feed = {"frame": chunk[:, t], **dict(zip(names, states))}
+            feed = {"frame": chunk[:, t], **states}
             feeds.append(feed)
-            out = step(tf.constant(feed["frame"]), *[tf.constant(s) for s in states])
-            states = [out[f"{n}_out"].numpy() for n in names]
+            out = step(tf.constant(feed["frame"]), *[tf.constant(states[s.name]) for s in specs])
+            states = {n: out[f"{n}_out"].numpy() for n in states}
     return feeds
 
 
@@ -116,10 +142,13 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
     if q == "float16":
         conv.target_spec.supported_types = [tf.float16]
     if recipe.needs_calibration:
-        cal = _calibration(recipe, train_x, input_range)
+        cal = _calibration(recipe, train_x, input_range, lag=lowered.framing.lag if lowered.framing else 0)
         n_cal = len(cal)
         b = recipe.batch_size
 
+        if q == "int16x8" and lowered.framing is not None and lowered.framing.lag:
+            cal = _drifted(cal, lowered.framing)
+            n_cal = len(cal)
         chunks = [np.concatenate([cal[i: i + b], cal[: max(0, i + b - len(cal))]]).astype(np.float32)
                   for i in range(0, len(cal), b)]  # the last batch padded by repeating windows: shapes are static
         _check_finite(keras_model, cal, recipe)
@@ -139,8 +168,11 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if q == "int8" else
                                           tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
+        raw = _raw_nodes(tf, conv) if q == "int8" and lowered.framing is not None else []
         if recipe.float_fallback > 0:
-            return _selective(tf, conv, cal, recipe.float_fallback), n_cal
+            return _selective(tf, conv, cal, recipe.float_fallback, raw), n_cal
+        if raw:
+            return _quantize_except(tf, conv, q, raw), n_cal
         return conv.convert(), n_cal
     except GruEdgeError:
         raise
@@ -162,12 +194,13 @@ def _debugger(tf, conv, windows: np.ndarray, denylist: list[str] | None = None):
     return tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data, debug_options=options)
 
 
-def op_errors(tf, conv, windows: np.ndarray) -> list[dict]:
-    """Every quantized op with its error against float, worst first (rmse / scale: error in quantization steps)."""
+def op_errors(tf, conv, windows: np.ndarray, raw: list[str] | None = None) -> list[dict]:
+    """Every quantized op with its error against float, worst first (rmse / scale: error in quantization steps);
+    ``raw``: ops kept in float anyway."""
     import csv
     import io
 
-    debugger = _debugger(tf, conv, windows)
+    debugger = _debugger(tf, conv, windows, raw or None)
     debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
@@ -181,11 +214,50 @@ def op_errors(tf, conv, windows: np.ndarray) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["rmse_over_scale"], r["tensor"]))
 
 
-def _selective(tf, conv, windows: np.ndarray, share: float) -> bytes:
-    """Keep the ``share`` of quantized ops with the largest error in float; quantize the rest."""
-    ranked = op_errors(tf, conv, windows)
+def _selective(tf, conv, windows: np.ndarray, share: float, raw: list[str]) -> bytes:
+    """Keep the ``share`` of quantized ops with the largest error in float (and the ``raw`` ones); quantize the
+    rest."""
+    ranked = op_errors(tf, conv, windows, raw)
     keep = [r["tensor"] for r in ranked[: max(1, round(share * len(ranked)))]]
-    return _debugger(tf, conv, windows, keep).get_nondebug_quantized_model()
+    return _debugger(tf, conv, windows, keep + raw).get_nondebug_quantized_model()
+
+
+_RAW_NAME = re.compile(rf"(^|;){lowering.RAW}(_\d+)?/")
+
+
+def _raw_nodes(tf, conv) -> list[str]:
+    """The output tensors of the ops that compute on raw values or their log (lowering.RAW), and of the ops that
+    return the forecast in the data's units: quantized recipes keep them in float, so that a series that drifts
+    beyond its training range is not clipped. Found on the calibrated float model."""
+    import copy
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    probe = copy.copy(conv)
+    probe._experimental_calibrate_only = True
+    model = schema.ModelT.InitFromPackedBuf(probe.convert(), 0)
+    names = []
+    for sg in model.subgraphs:  # every signature: the full sequence and, when streaming, the step
+        tensor = [t.name.decode() if isinstance(t.name, bytes) else (t.name or "") for t in sg.tensors]
+        outputs = {int(i) for i in sg.outputs}
+        for op in sg.operators or []:
+            raw_input = any(_RAW_NAME.search(tensor[j]) for j in op.inputs if j >= 0)
+            names += [tensor[i] for i in op.outputs
+                      if _RAW_NAME.search(tensor[i]) or (int(i) in outputs and raw_input)]
+    return names
+
+
+def _quantize_except(tf, conv, quantization: str, nodes: list[str]) -> bytes:
+    """The converter's own full-integer quantization (calibrate, then TensorFlow's MLIR quantizer), with ``nodes``
+    left in float."""
+    from tensorflow.compiler.mlir.lite import types_pb2
+    from tensorflow.lite.python import convert
+
+    conv._experimental_calibrate_only = True
+    calibrated = conv.convert()
+    kind = types_pb2.QUANTIZED_INT16 if quantization == "int16x8" else types_pb2.QUANTIZED_INT8
+    return convert.mlir_quantize(calibrated, disable_per_channel=conv._experimental_disable_per_channel,
+                                 inference_type=kind, denylisted_nodes=nodes)
 
 
 def main(request_path: str) -> int:
@@ -208,11 +280,11 @@ def main(request_path: str) -> int:
         recipe = Recipe.from_dict(req["recipes"][0])
         conv, _ = _converter(tf, keras_model, lowered, recipe)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        cal = _calibration(recipe, train_x, input_range)
+        cal = _calibration(recipe, train_x, input_range, lag=lowered.framing.lag if lowered.framing else 0)
         conv.representative_dataset = lambda: ([cal[i: i + 1]] for i in range(len(cal)))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = conv.inference_output_type = tf.float32
-        _emit(event="explain", ops=op_errors(tf, conv, cal))
+        _emit(event="explain", ops=op_errors(tf, conv, cal, _raw_nodes(tf, conv) if lowered.framing else None))
         return 0
     for raw in req["recipes"]:
         recipe = Recipe.from_dict(raw)

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from gru_edge.errors import ModelError
+from gru_edge.framing import TINY, Framing
 
 _GRU_ACTIVATIONS = {"tanh", "sigmoid", "relu", "linear"}
 _DENSE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax"}
 SERVE, STEP = "serving_default", "step"
 PASS_THROUGH = ("InputLayer", "Dropout")  # no computation at inference
-SUPPORTED_LAYERS = (*PASS_THROUGH, "GRU", "Dense")
+SUPPORTED_LAYERS = (*PASS_THROUGH, "Frame", "GRU", "Dense", "Unframe")  # Frame, Unframe: gru_edge.framing
 FAN = 4  # most outputs of one SPLIT, inputs of one CONCATENATION (see the module docstring)
 
 
@@ -63,12 +64,18 @@ class DenseSpec:
 class LoweredModel:
     """What the lowering read from a Keras model: input shape and the layer chain."""
 
-    time_steps: int
+    time_steps: int  # of the input: the GRU's steps plus the framing's lag
     features: int
     layers: tuple
     input_name: str
     output_name: str
     output_size: int
+    framing: Framing | None = None  # raw units in and out (gru_edge.framing); None: the model reads what it is fed
+
+    @property
+    def steps(self) -> int:
+        """Time steps the GRU layers run."""
+        return self.time_steps - (self.framing.lag if self.framing else 0)
 
     @property
     def grus(self) -> list[GruSpec]:
@@ -80,13 +87,15 @@ class LoweredModel:
 
 def read_model(model) -> LoweredModel:
     """Return the layer chain of a Keras GRU model, or raise ModelError naming the layer and option not supported."""
-    specs = []
+    specs, framing = [], None
     for layer in model.layers:
         kind = type(layer).__name__
         if kind in PASS_THROUGH:
             continue  # dropout is the identity at inference
         cfg = layer.get_config()
-        if kind == "GRU":
+        if kind in ("Frame", "Unframe"):
+            framing = Framing.from_dict(cfg["framing"])
+        elif kind == "GRU":
             specs.append(_gru_spec(layer, cfg))
         elif kind == "Dense":
             if cfg["activation"] not in _DENSE_ACTIVATIONS:
@@ -102,7 +111,7 @@ def read_model(model) -> LoweredModel:
     _check_chain(specs, model)
     _, t, f = model.inputs[0].shape
     return LoweredModel(int(t), int(f), tuple(specs), _identifier(model.inputs[0].name, "sequence"),
-                        _identifier(specs[-1].name, "output"), int(model.outputs[0].shape[-1]))
+                        _identifier(specs[-1].name, "output"), int(model.outputs[0].shape[-1]), framing)
 
 
 def _gru_spec(layer, cfg: dict) -> GruSpec:
@@ -227,7 +236,8 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
 
     acts = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu, "linear": lambda v: v,
             "softmax": tf.nn.softmax}
-    b, t, f = batch_size, lowered.time_steps, lowered.features
+    b, t, f = batch_size, lowered.steps, lowered.features
+    fr = lowered.framing
     cells = [_Cell(tf, s, acts, integer) if isinstance(s, GruSpec) else None for s in lowered.layers]
     dense = [(tf.constant(s.kernel), tf.constant(s.bias), acts[s.activation])
              for s in lowered.layers if isinstance(s, DenseSpec)]
@@ -239,7 +249,8 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
         return x
 
     def forward(sequence):
-        x = sequence
+        lx = None if fr is None else _log_target(tf, fr, sequence)
+        x = sequence if fr is None else _frame(tf, fr, lx)
         for cell in [c for c in cells if c is not None]:
             steps = list(zip(*[split_steps(tf, p, t) for p in cell.project(tf, x)]))
             if cell.spec.go_backwards:
@@ -249,11 +260,16 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
                 h = cell.step(tf, xs, h)
                 outs.append(h)
             x = concat_steps(tf, outs) if cell.spec.return_sequences else h
-        return {lowered.output_name: head(x)}
+        out = head(x)
+        if fr is not None and fr.target:
+            with tf.name_scope(RAW):
+                last = tf.reshape(lx[:, fr.window:], [b, fr.lag * f]) if fr.lag else None
+            out = _unframe(tf, fr, out, last)
+        return {lowered.output_name: out}
 
     forward.__name__ = SERVE  # the converter names each signature after its function
     functions = {SERVE: tf.function(forward, autograph=False, input_signature=[
-        tf.TensorSpec([b, t, f], tf.float32, name=lowered.input_name)])}
+        tf.TensorSpec([b, lowered.time_steps, f], tf.float32, name=lowered.input_name)])}
     if streaming:
         grus = [c for c in cells if c is not None]
         backwards = [c.spec.name for c in grus if c.spec.go_backwards]
@@ -261,16 +277,94 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
             raise ModelError(f"Streaming needs every GRU to run forwards; layer(s) {', '.join(backwards)} use "
                              "go_backwards=True. Turn streaming off in the recipe.")
         names = lowered.state_names()
+        lag = fr.lag if fr is not None else 0
 
         def step(frame, *states):
-            x = tf.reshape(frame, [b, 1, f])
-            new = {}
+            new, gate, last = {}, None, None
+            if fr is None:
+                x = tf.reshape(frame, [b, 1, f])
+            else:
+                x, gate, last, new = _frame_step(tf, fr, frame, states[len(grus):], b)
             for name, cell, state in zip(names, grus, states):
-                x = cell.step(tf, cell.project(tf, x), tf.reshape(state, [b, 1, cell.u]))
+                h = tf.reshape(state, [b, 1, cell.u])
+                x = cell.step(tf, cell.project(tf, x), h)
+                if gate is not None:  # the first ``lag`` frames only fill the ring: the state stays
+                    x = h + tf.reshape(gate, [b, 1, 1]) * (x - h)
                 new[name] = tf.reshape(x, [b, cell.u])
-            return {lowered.output_name: head(x), **{f"{k}_out": v for k, v in new.items()}}
+            out = head(x)
+            if fr is not None and fr.target:
+                out = _unframe(tf, fr, out, last)
+            return {lowered.output_name: out, **{f"{k}_out": v for k, v in new.items()}}
 
+        ring = [(RING, [b, lag + 1, f]), (COUNT, [b, 1])] if lag else []
         specs = [tf.TensorSpec([b, f], tf.float32, name="frame")] + [
-            tf.TensorSpec([b, c.u], tf.float32, name=n) for n, c in zip(names, grus)]
+            tf.TensorSpec([b, c.u], tf.float32, name=n) for n, c in zip(names, grus)] + [
+            tf.TensorSpec(shape, tf.float32, name=n) for n, shape in ring]
         functions[STEP] = tf.function(step, autograph=False, input_signature=specs)
     return functions
+
+
+RING, COUNT = "state_ring", "state_count"  # a streaming framed model's extra states (zeros to start)
+# Name scope of the ops that compute on raw values or their log (levels that drift with the series): quantized
+# recipes keep them in float (gru_edge.convert_worker), the core's ops see differences and scaled values only.
+RAW = "raw"
+
+
+def _log_target(tf, fr: Framing, x):
+    with tf.name_scope(RAW):
+        if not fr.log:
+            return x
+        logged = tf.math.log(tf.maximum(x, TINY))
+        if fr.features == 1:
+            return logged
+        m = tf.constant(fr.mask())
+        return m * logged + (1.0 - m) * x
+
+
+def _frame(tf, fr: Framing, lx):
+    """The log-applied raw window [B, T + lag, F] -> the core's input [B, T, F] (gru_edge.framing.Frame). The slices
+    are 3-D STRIDED_SLICEs (GPU delegates take them; the int8 quantizer leaves them in float when told)."""
+    d = lx
+    if fr.lag:
+        with tf.name_scope(RAW):
+            earlier = lx[:, : fr.window]
+            if fr.features > 1:
+                earlier = tf.constant(fr.mask()) * earlier
+            d = lx[:, fr.lag:] - earlier
+    return (d - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
+
+
+def _unframe(tf, fr: Framing, out, last):
+    """The core's output [B, H] -> data units; ``last``: the target's last ``lag`` frames, flattened [B, lag*F]."""
+    dz = out * fr.std + fr.mean
+    if not fr.lag and not fr.log:
+        return dz
+    with tf.name_scope(RAW):
+        if fr.lag:
+            dz = tf.matmul(last, tf.constant(fr.level_matrix())) + tf.matmul(dz, tf.constant(fr.chain_matrix()))
+        return tf.exp(dz) if fr.log else dz
+
+
+def _frame_step(tf, fr: Framing, frame, extra, b: int):
+    """One raw frame [B, F] -> (the core's input [B, 1, F], the gate [B, 1] (None without a lag), the last ``lag``
+    frames flattened, the ring states' next values). The ring [B, lag + 1, F] holds the last lag + 1 frames (log
+    applied), the count how many frames came, up to lag: the gate opens once ``lag`` frames are in the ring."""
+    f = fr.features
+    lf = _log_target(tf, fr, frame)
+    if not fr.lag:
+        z = (lf - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
+        return tf.reshape(z, [b, 1, f]), None, None, {}
+    ring, count = extra
+    with tf.name_scope(RAW):
+        lf = tf.reshape(lf, [b, 1, f])
+        tail = ring[:, 1:]  # frames count - lag .. count - 1
+        oldest = tail[:, :1]
+        if f > 1:
+            oldest = tf.constant(fr.mask()) * oldest
+        d = lf - oldest
+        ring_out = tf.concat([tail, lf], axis=1)
+        last = tf.reshape(ring_out[:, 1:], [b, fr.lag * f])
+    z = (d - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
+    gate = tf.minimum(tf.nn.relu(count - (fr.lag - 1)), 1.0)
+    new = {RING: ring_out, COUNT: tf.minimum(count + 1.0, float(fr.lag))}
+    return z, gate, last, new

@@ -18,7 +18,7 @@ from gru_edge.lowering import SUPPORTED_LAYERS
 MODEL = "model.keras"
 CARD = "training.json"
 WINDOWS = "windows.npz"
-CARD_FORMAT = "gru-edge-training/2"  # /2: the card names its model's and windows' sha256
+CARD_FORMAT = "gru-edge-training/3"  # /2: the card names its model's and windows' sha256; /3: raw units in and out
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,16 @@ class TrainConfig:
     horizon: int = 1
     units: int = 32
     layers: int = 1
-    epochs: int = 200
+    epochs: int = 200  # at most: training stops early on the validation split (see ``patience``)
     batch_size: int = 16
     learning_rate: float = 3e-3
     seed: int = 0
     task: str = "regression"  # or "classification": the target column holds class indices
-    transform: str | None = None  # None: the dataset's default
+    transform: str | None = None  # None: the dataset's default; "auto": chosen on the validation split
     test_size: int | None = None  # None: the dataset's default
     season: int | None = None
+    patience: int = 20  # epochs without a better validation loss before training stops; 0: no early stopping
+    validation: float = 0.2  # share of the training part's tail that early stopping and 'auto' judge on
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,18 @@ class TrainResult:
     card_path: Path
     card: dict
 
+    @property
+    def warnings(self) -> list[str]:
+        """A forecaster that does not beat the naive or seasonal-naive forecast on the held-out part."""
+        m = self.card["metrics"]
+        return [f"the model does not beat the {name.replace('_', '-')} forecast on the held-out part (RMSE "
+                f"{m['heldout_rmse']:.4g} vs {m[name + '_rmse']:.4g} {m['units']}): try --transform, --window or "
+                "more data" for name in m.get("not_beaten_baselines", [])]
+
     def to_dict(self) -> dict:
         return {"run_dir": str(self.run_dir), "model": str(self.model_path), "card": str(self.card_path),
-                **{k: self.card[k] for k in ("metrics", "split", "seed")}}
+                **{k: self.card[k] for k in ("metrics", "split", "seed", "transform", "transform_trials")},
+                "epochs": self.card["model"]["epochs"], "warnings": self.warnings}
 
 
 def _resolve_defaults(cfg: TrainConfig, n: int) -> tuple[str, int, int | None]:
@@ -65,7 +76,8 @@ def _resolve_defaults(cfg: TrainConfig, n: int) -> tuple[str, int, int | None]:
 
 
 def build_model(window: int, n_features: int, units: int, layers: int, outputs: int, classes: bool = False):
-    """Return an uncompiled Keras GRU: ``layers`` stacked GRU(units), then Dense(outputs) (softmax for classes)."""
+    """Return an uncompiled Keras GRU core: ``layers`` stacked GRU(units), then Dense(outputs) (softmax for
+    classes). It reads transformed, scaled windows; gru_edge.framing.wrap puts it between raw units."""
     import keras
 
     inputs = keras.Input((window, n_features), name="sequence")
@@ -83,9 +95,14 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
 
     The run folder is written whole or not at all (gru_edge.outputs); it is checked before training starts."""
     for name, value in (("window", cfg.window), ("horizon", cfg.horizon), ("units", cfg.units),
-                        ("layers", cfg.layers), ("epochs", cfg.epochs)):
+                        ("layers", cfg.layers), ("epochs", cfg.epochs), ("batch-size", cfg.batch_size)):
         if value < 1:
             raise DataError(f"--{name} must be at least 1, got {value}.")
+    if not (0 < cfg.learning_rate < 1):
+        raise DataError(f"--learning-rate must be in (0, 1), got {cfg.learning_rate}.")
+    if cfg.patience < 0 or not (0 < cfg.validation < 1):
+        raise DataError(f"--patience must be >= 0 and the validation share in (0, 1); got {cfg.patience} and "
+                        f"{cfg.validation}.")
     if cfg.task not in ("regression", "classification"):
         raise DataError(f"Unknown task '{cfg.task}'. Supported: regression, classification.")
     classify = cfg.task == "classification"
@@ -95,40 +112,103 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
         spec, season = "none", None  # labels are not transformed; there is no seasonal forecast
     if test_size >= len(series):
         raise DataError(f"--test-size {test_size} leaves no training data in a series of {len(series)} values.")
-    transform = data.fit_transform(series, len(series) - test_size, spec)
-    if classify:
-        win = data.make_class_windows(series, transform, cfg.window, test_size)
-    else:
-        win = data.make_windows(series, transform, cfg.window, cfg.horizon, test_size)
+    n_train = len(series) - test_size
+    candidates = data.candidate_transforms(series, n_train, season) if spec == data.AUTO else [spec]
+    prepared = []
+    for c in candidates:
+        transform = data.fit_transform(series, n_train, c)
+        if classify:
+            win = data.make_class_windows(series, transform, cfg.window, test_size)
+        else:
+            win = data.make_windows(series, transform, cfg.window, cfg.horizon, test_size)
+        prepared.append((transform, win))
     with outputs.staged(run_dir, outputs.RUN) as stage:
-        model, card = _fit(cfg, series, transform, win, test_size, season, log)
-        _write_run(stage, model, win, card)
+        model, card = _fit(cfg, series, prepared, test_size, season, spec, log)
+        _write_run(stage, model, card["_windows"], card)
     run_dir = Path(run_dir)
     return TrainResult(run_dir, run_dir / MODEL, run_dir / CARD, card)
 
 
-def _fit(cfg: TrainConfig, series: data.Series, transform: data.Transform, win: data.Windows, test_size: int,
-         season: int | None, log) -> tuple:
-    """Build and fit the model; return it with its training card (held-out metrics beside the baselines)."""
+def _validation_rows(cfg: TrainConfig, n_train: int) -> int:
+    """The training part's last values whose windows early stopping (and 'auto') judge on."""
+    return max(cfg.horizon, int(round(cfg.validation * n_train)))
+
+
+def _fit_core(cfg: TrainConfig, win: data.Windows, val: np.ndarray, n_out: int, classify: bool, keras):
+    """Fit the core on the training windows before ``val``, stop when the validation loss has not improved for
+    ``patience`` epochs and keep the best weights. Returns (model, best epoch count, epochs run)."""
+    model = _compiled(cfg, win, n_out, classify, keras)
+    fit = ~val
+    callbacks = [keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True)] \
+        if cfg.patience else []
+    history = model.fit(win.train_x[fit], win.train_y[fit], validation_data=(win.train_x[val], win.train_y[val]),
+                        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+    losses = history.history["val_loss"]
+    best = int(np.nanargmin(losses)) + 1 if cfg.patience and np.isfinite(losses).any() else len(losses)
+    return model, best, len(losses)
+
+
+def _compiled(cfg: TrainConfig, win: data.Windows, n_out: int, classify: bool, keras):
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg.window, win.train_x.shape[2], cfg.units, cfg.layers, n_out, classes=classify)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss="sparse_categorical_crossentropy" if classify else "mse")
+    return model
+
+
+def _score(model, framing_, win: data.Windows, rows: np.ndarray, classify: bool) -> float:
+    """Validation score in the data's units (RMSE, or 1 - accuracy) of the framed model on windows ``rows``."""
+    from gru_edge import framing
+
+    full = framing.wrap(model, framing_, model.name)
+    pred = np.asarray(full(win.train_raw[rows], training=False))
+    if classify:
+        return float(np.mean(pred.argmax(axis=1) != win.train_truth[rows, 0]))
+    return data.rmse(pred, win.train_truth[rows])
+
+
+def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, season: int | None, spec: str,
+         log) -> tuple:
+    """Choose the transform (when 'auto'), find the epoch count on the validation split, then train the final
+    model on the whole training part; return it framed (raw units in and out) with its training card."""
     with quiet_tensorflow():
         import keras
         import tensorflow as tf
+    from gru_edge import framing
 
     classify = cfg.task == "classification"
     n_classes = int(data.class_labels(series).max()) + 1 if classify else 0
-    keras.utils.set_random_seed(cfg.seed)
+    n_out = n_classes if classify else cfg.horizon
     tf.config.experimental.enable_op_determinism()
-    model = build_model(cfg.window, win.train_x.shape[2], cfg.units, cfg.layers,
-                        n_classes if classify else cfg.horizon, classes=classify)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss="sparse_categorical_crossentropy" if classify else "mse")
-    log(f"training {cfg.layers}x GRU({cfg.units}) on {len(win.train_x)} windows for {cfg.epochs} epochs")
+    n_train = len(series) - test_size
+    v = _validation_rows(cfg, n_train)
     started = time.perf_counter()
-    history = model.fit(win.train_x, win.train_y, epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True,
-                        verbose=0)
+    trials = []
+    for transform, win in prepared:
+        # A window is validation when its first target lies in the training part's last v values (the same
+        # values for every candidate transform, so their scores compare).
+        val = win.train_first_target >= n_train - v
+        if val.sum() < 1 or (~val).sum() < 2:
+            raise DataError(f"Too few training windows ({len(win.train_x)}) to hold out the last {v} training "
+                            "values for early stopping; give more data, a smaller --window, or --patience 0.")
+        fr = framing.from_transform(transform, cfg.window, win.train_x.shape[2], cfg.horizon, target=not classify)
+        log(f"training {cfg.layers}x GRU({cfg.units}) on {int((~val).sum())} windows, transform "
+            f"'{transform.spec}', up to {cfg.epochs} epochs, validating on {int(val.sum())}")
+        core, best, ran = _fit_core(cfg, win, val, n_out, classify, keras)
+        trials.append({"transform": transform.spec, "validation_score": _score(core, fr, win, val, classify),
+                       "best_epochs": best, "epochs_run": ran, "_prep": (transform, win, fr)})
+    chosen = min(trials, key=lambda t: t["validation_score"])
+    transform, win, fr = chosen["_prep"]
+    epochs = chosen["best_epochs"]
+    log(f"final model: transform '{transform.spec}', {epochs} epochs on all {len(win.train_x)} training windows")
+    core = _compiled(cfg, win, n_out, classify, keras)
+    history = core.fit(win.train_x, win.train_y, epochs=epochs, batch_size=cfg.batch_size, shuffle=True,
+                       verbose=0).history["loss"]
     seconds = time.perf_counter() - started
+    model = framing.wrap(core, fr, core.name)
 
-    pred = model.predict(win.test_x, verbose=0)
+    pred = np.asarray(model.predict(win.test_raw, verbose=0))
+    unit = series.column
     if classify:
         labels = win.test_y[:, 0].astype(np.int64)
         majority = np.bincount(win.train_y[:, 0].astype(np.int64)).argmax()
@@ -136,28 +216,37 @@ def _fit(cfg: TrainConfig, series: data.Series, transform: data.Transform, win: 
                    "majority_class_accuracy": float(np.mean(labels == majority)), "classes": n_classes}
         task = {"kind": "classification", "metric": "accuracy", "classes": n_classes}
     else:
-        truth = data.truth(series, win.test_first_target, cfg.horizon)
-        metrics = {"heldout_rmse": data.rmse(transform.to_original(pred, series, win.test_first_target), truth),
+        truth = win.test_truth
+        metrics = {"heldout_rmse": data.rmse(pred, truth),
                    "naive_rmse": data.rmse(data.naive_forecast(series, win.test_first_target, cfg.horizon), truth),
-                   "units": "original"}
-        task = {"kind": "regression", "metric": "rmse"}
-    metrics |= {"final_train_loss": float(history.history["loss"][-1]), "train_seconds": round(seconds, 2)}
-    if season:
-        metrics["seasonal_naive_rmse"] = data.rmse(
-            data.seasonal_naive_forecast(series, win.test_first_target, cfg.horizon, season), truth)
+                   "units": unit}
+        task = {"kind": "regression", "metric": "rmse", "units": unit}
+        if season:
+            metrics["seasonal_naive_rmse"] = data.rmse(
+                data.seasonal_naive_forecast(series, win.test_first_target, cfg.horizon, season), truth)
+        baselines = {k: metrics[k] for k in ("naive_rmse", "seasonal_naive_rmse") if k in metrics}
+        metrics["beaten_baselines"] = sorted(k[:-5] for k, b in baselines.items() if metrics["heldout_rmse"] < b)
+        metrics["not_beaten_baselines"] = sorted(k[:-5] for k, b in baselines.items()
+                                                 if not metrics["heldout_rmse"] < b)
+    metrics |= {"final_train_loss": float(history[-1]), "train_seconds": round(seconds, 2)}
+    raw_min = win.train_raw.reshape(-1, win.train_raw.shape[2]).min(axis=0)
+    raw_max = win.train_raw.reshape(-1, win.train_raw.shape[2]).max(axis=0)
     card = {
         "format": CARD_FORMAT,
         "task": task,
         "data": {"source": series.source, "sha256": series.sha256, "rows": len(series), "column": series.column,
                  "features": list(series.feature_names)},
-        "window": cfg.window, "horizon": cfg.horizon, "n_features": int(win.train_x.shape[2]),
-        "split": {"kind": "chronological", "train_rows": len(series) - test_size, "heldout_rows": test_size,
-                  "train_windows": len(win.train_x), "heldout_windows": len(win.test_x),
+        "window": cfg.window, "input_steps": fr.input_steps, "horizon": cfg.horizon,
+        "n_features": int(win.train_x.shape[2]),
+        "split": {"kind": "chronological", "train_rows": n_train, "heldout_rows": test_size,
+                  "validation_rows": v, "train_windows": len(win.train_x), "heldout_windows": len(win.test_x),
                   "heldout_first_target": int(win.test_first_target[0])},
-        "transform": transform.to_dict(),
-        "input_range": {"min": float(win.train_x.min()), "max": float(win.train_x.max())},
-        "model": {"units": cfg.units, "layers": cfg.layers, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                  "learning_rate": cfg.learning_rate},
+        "transform": transform.to_dict() | {"requested": spec},
+        "transform_trials": [{k: t[k] for k in t if not k.startswith("_")} for t in trials],
+        "framing": fr.to_dict(),
+        "input_range": {"min": [float(v) for v in raw_min], "max": [float(v) for v in raw_max]},
+        "model": {"units": cfg.units, "layers": cfg.layers, "epochs": epochs, "max_epochs": cfg.epochs,
+                  "patience": cfg.patience, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate},
         "season": season,
         "seed": cfg.seed,
         "metrics": metrics,
@@ -165,15 +254,18 @@ def _fit(cfg: TrainConfig, series: data.Series, transform: data.Transform, win: 
         "files": {},  # the sha256 of the model and windows files this card describes (filled in by _write_run)
         "versions": {"gru-edge": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
+        "_windows": win,
     }
     return model, card
 
 
 def _write_run(folder: Path, model, win: data.Windows, card: dict) -> None:
-    """Write the run's three files into ``folder``; the card names the other two by their sha256."""
+    """Write the run's three files into ``folder``; the card names the other two by their sha256. The windows are
+    what the saved model reads and returns: raw values, targets in the data's units."""
+    card.pop("_windows", None)
     model.save(folder / MODEL)
     with open(folder / WINDOWS, "wb") as fh:
-        np.savez(fh, train_x=win.train_x, train_y=win.train_y, test_x=win.test_x, test_y=win.test_y,
+        np.savez(fh, train_x=win.train_raw, train_y=win.train_truth, test_x=win.test_raw, test_y=win.test_truth,
                  test_first_target=win.test_first_target)
     card["files"] = {name: sha256_file(folder / name) for name in (MODEL, WINDOWS)}
     (folder / CARD).write_text(json.dumps(card, indent=2) + "\n")
@@ -191,9 +283,9 @@ def load_card(model_path: Path) -> dict | None:
         raise ModelError(f"{path} is not valid JSON ({getattr(e, 'msg', type(e).__name__)}); train again or "
                          "remove it.") from None
     fmt = card.get("format") if isinstance(card, dict) else None
-    if fmt == "gru-edge-training/1":
-        raise ModelError(f"{path} was written by an older gru-edge that did not bind the card to its model; train "
-                         "again (gru-edge train) to use it.")
+    if fmt in ("gru-edge-training/1", "gru-edge-training/2"):
+        raise ModelError(f"{path} was written by an older gru-edge (its model reads scaled values, not the data's "
+                         "units); train again (gru-edge train) to use it.")
     if fmt != CARD_FORMAT:
         raise ModelError(f"{path} is not a gru-edge training card (format {fmt!r}).")
     _check_bound(card, path, Path(model_path), MODEL)
@@ -233,6 +325,9 @@ def load_model(model_path: Path):
         raise ModelError(f"{model_path.name} is not a .keras file; gru-edge reads Keras 3 '.keras' models.")
     with quiet_tensorflow():
         import keras
+    from gru_edge import framing
+
+    framing.layers()  # registers gru-edge's Frame and Unframe layers for loading
     try:
         model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
     except Exception as e:  # Keras raises many types for a bad archive
@@ -276,6 +371,10 @@ def _check_chain(model, name: str) -> None:
         if type(history.operation).__name__ == "InputLayer":
             break
         calls.append(history.operation)
+        if type(history.operation).__name__ == "Unframe" and len(node.input_tensors) == 2 \
+                and node.input_tensors[1] is model.inputs[0]:
+            tensor = node.input_tensors[0]  # the forecast's levels come from the raw input window
+            continue
         if len(node.input_tensors) != 1:
             raise ModelError(f"{name}: layer '{history.operation.name}' takes {len(node.input_tensors)} inputs; "
                              "gru-edge converts a chain of layers, each fed by the one before.")

@@ -44,6 +44,7 @@ class TaskStats:
     converted: float
     relative_delta: float  # relative change for the worse: RMSE up, or accuracy down
     class_agreement: float | None = None  # classification: share of samples where both pick the same class
+    units: str = ""  # what the metric is measured in (the bundle's task units)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,11 +178,11 @@ def _task(expected, actual, targets, task: Task, notes: list[str]) -> TaskStats 
         conv = float(np.mean(a[rows].argmax(axis=1) == truth))
         delta = (ref - conv) / ref if ref > 0 else (0.0 if conv == ref else math.inf)
         agreement = float(np.mean(a.argmax(axis=1) == e.argmax(axis=1)))
-        return TaskStats(task.metric, int(rows.sum()), ref, conv, delta, agreement)
+        return TaskStats(task.metric, int(rows.sum()), ref, conv, delta, agreement, task.units)
     m = lambda v: v[rows] * task.scale + task.offset  # noqa: E731
     ref, conv = _rmse(m(e), m(t)), _rmse(m(a), m(t))
     delta = (conv - ref) / ref if ref > 0 else (0.0 if conv == 0 else math.inf)
-    return TaskStats(task.metric, int(rows.sum()), ref, conv, delta)
+    return TaskStats(task.metric, int(rows.sum()), ref, conv, delta, None, task.units)
 
 
 # ---- checking a bundle -----------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
     with outputs.staged(out_dir, outputs.QUICKSTART) as stage:
         trained = model_mod.train(config or model_mod.TrainConfig(), stage / "run", log=log)
         m = trained.card["metrics"]
-        log(f"held-out RMSE {m['heldout_rmse']:.2f} (naive {m['naive_rmse']:.2f}, seasonal-naive "
+        log(f"held-out RMSE {m['heldout_rmse']:.2f} {m['units']} (naive {m['naive_rmse']:.2f}, seasonal-naive "
             f"{m.get('seasonal_naive_rmse', float('nan')):.2f})")
         converted = convert_mod.convert(trained.model_path, names, stage / "models", log=log)
         rows = []

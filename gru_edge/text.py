@@ -35,7 +35,8 @@ def parity_report(report, header: str) -> str:
                      f"PSNR {psnr(o.psnr_db)} over {report.samples} samples")
     if report.task:
         t = report.task
-        lines.append(f"  task {t.metric}: original {t.reference:.4g}, converted {t.converted:.4g} "
+        unit = f" [{t.units}]" if t.units and t.metric != "accuracy" else ""
+        lines.append(f"  task {t.metric}{unit}: original {t.reference:.4g}, converted {t.converted:.4g} "
                      f"({delta(t.relative_delta)}, + is worse) on {t.rows} held-out windows")
         if t.class_agreement is not None:
             lines.append(f"  class agreement with the original: {t.class_agreement:.2%} of {report.samples} samples")
@@ -105,3 +106,24 @@ def json_document(result: dict | None, exit_code: int = 0, error: str | None = N
     notes = [f"not finite, written as null: {', '.join(found)}"] if found else []
     return json.dumps({"ok": exit_code == 0, "exit_code": exit_code, "error": error, "notes": notes,
                        "result": result}, indent=2, default=str, allow_nan=False)
+
+
+def train_summary(result) -> list[str]:
+    """What ``train`` prints: files, the transform, held-out metrics beside the baselines, a warning when the model
+    does not beat them."""
+    card, m = result.card, result.card["metrics"]
+    lines = [f"model:     {result.model_path}", f"card:      {result.card_path}"]
+    if card["task"]["kind"] == "classification":
+        return lines + [f"held-out accuracy ({card['split']['heldout_windows']} windows): "
+                        f"{m['heldout_accuracy']:.2%} (majority class: {m['majority_class_accuracy']:.2%})"]
+    tr, unit = card["transform"], m["units"]
+    chosen = " (chosen on the validation split)" if tr["requested"] == "auto" else ""
+    lines += [f"transform: {tr['spec']}{chosen}, inside the model: it reads and returns {unit}",
+              f"epochs:    {card['model']['epochs']} (early stopping on the last {card['split']['validation_rows']} "
+              "training values)",
+              f"held-out RMSE ({card['split']['heldout_windows']} windows, {unit}): {m['heldout_rmse']:.3f}",
+              f"  naive:          {m['naive_rmse']:.3f}"]
+    if "seasonal_naive_rmse" in m:
+        lines.append(f"  seasonal-naive: {m['seasonal_naive_rmse']:.3f}")
+    lines += [f"WARNING: {w}" for w in result.warnings]
+    return lines

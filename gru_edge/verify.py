@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import data, model as model_mod, outputs, parity, recipes, tflite_model
+from gru_edge import data, framing, model as model_mod, outputs, parity, recipes, tflite_model
 from gru_edge.bundle import Task, write_bundle_files
 from gru_edge.convert import load_sidecar
 from gru_edge.errors import ParityError
@@ -39,8 +39,9 @@ class VerifyResult:
 
 
 def make_samples(model_path: Path, card: dict | None, time_steps: int, features: int, n_outputs: int,
-                 seed: int = 0) -> Samples:
-    """Held-out windows from the training card plus edge cases; generated sequences when there is no card."""
+                 seed: int = 0, framing_: framing.Framing | None = None) -> Samples:
+    """Held-out windows from the training card plus edge cases; generated sequences when there is no card (in the
+    model's own scale when it has a Frame layer: ``framing_``)."""
     if card is not None:
         win = model_mod.load_windows(model_path, card)
         base, targets = win["test_x"], win["test_y"]
@@ -50,10 +51,14 @@ def make_samples(model_path: Path, card: dict | None, time_steps: int, features:
         source, first = "training card: held-out windows + edge cases", "heldout"
     else:
         rng = np.random.default_rng(seed)
-        base = rng.standard_normal((GENERATED_SAMPLES, time_steps, features)).astype(np.float32)
-        targets, lo, hi = None, -2.0, 2.0
-        source, first = "generated: no training card beside the model, random normal sequences + edge cases", \
-            "generated"
+        targets, source, first = None, "generated: no training card beside the model, random normal sequences" \
+            f"{' mapped to raw values by its Frame layer' if framing_ else ''} + edge cases", "generated"
+        if framing_ is None:
+            base = rng.standard_normal((GENERATED_SAMPLES, time_steps, features)).astype(np.float32)
+            lo, hi = -2.0, 2.0
+        else:
+            base = framing.raw_windows(framing_, rng.standard_normal((GENERATED_SAMPLES, framing_.window, features)))
+            lo, hi = base.min(axis=(0, 1)), base.max(axis=(0, 1))
     edges = data.edge_cases(time_steps, features, lo, hi)
     inputs = np.concatenate([base.astype(np.float32), edges])
     kinds = {first: len(base), **{name: 1 for name in data.EDGE_CASES}}
@@ -120,7 +125,7 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
                               f"{keras_path.name} takes [N, {t}, {f}]: they are not the same model. Convert "
                               f"{keras_path.name} again.")
         card = model_mod.load_card(keras_path)
-        samples = make_samples(keras_path, card, int(t), int(f), o)
+        samples = make_samples(keras_path, card, int(t), int(f), o, framing_=framing.of_model(keras_model))
         expected_arr = np.asarray(keras_model(samples.inputs, training=False), np.float32)
         precision = ((sidecar or {}).get("gpu") or {}).get("precision", "fp16")
         run = run_isolated(tflite_path, samples.inputs, accelerator="gpu" if accelerator == "gpu" else "interpreter",
@@ -146,6 +151,6 @@ def _task(card: dict | None) -> Task | None:
         return None
     if card["task"]["kind"] == "classification":
         return Task("classification", "accuracy", 1.0, 0.0, "fraction of held-out windows")
-    tr = card["transform"]
-    return Task(card["task"]["kind"], card["task"]["metric"], tr["std"], tr["mean"],
-                f"target after transform '{tr['spec']}'")
+    # The model returns the data's units (gru_edge.framing): the metric needs no rescaling.
+    return Task(card["task"]["kind"], card["task"]["metric"], 1.0, 0.0,
+                f"data units: {card['task'].get('units') or card['data']['column']}")

@@ -235,7 +235,10 @@ def test_nan_calibration_is_an_error_not_a_segfault(r1, tmp_path):
     inputs = keras.Input((12, 1), name="sequence")
     gru = keras.layers.GRU(32, activation="linear", recurrent_activation="linear", name="gru_0")
     dense = keras.layers.Dense(1, name="forecast")
-    model = keras.Model(inputs, dense(gru(inputs)))
+    from gru_edge import framing
+
+    card = json.loads((keras_path.parent / "training.json").read_text())
+    model = framing.wrap(keras.Model(inputs, dense(gru(inputs))), framing.Framing.from_dict(card["framing"]), "lin")
     gru.set_weights([w * 8 for w in src.get_layer("gru_0").get_weights()])
     dense.set_weights(src.get_layer("forecast").get_weights())
     run_dir = tmp_path / "lin"
@@ -243,7 +246,6 @@ def test_nan_calibration_is_an_error_not_a_segfault(r1, tmp_path):
     model.save(run_dir / "model.keras")
     from gru_edge.io import sha256_file
 
-    card = json.loads((keras_path.parent / "training.json").read_text())
     shutil.copyfile(keras_path.parent / "windows.npz", run_dir / "windows.npz")
     card["files"] = {"model.keras": sha256_file(run_dir / "model.keras"),
                      "windows.npz": sha256_file(run_dir / "windows.npz")}

@@ -12,7 +12,7 @@ def test_bench_puts_every_path_side_by_side(r1_run):
     assert ours.size_bytes < plain.size_bytes  # weights stored once
     assert result.row("gru-edge int8").size_bytes < result.row("plain-unrolled-int8").size_bytes
     assert result.row("plain-while-int8").note == "converter crashed"
-    assert result.streaming["time_steps"] == 12 and result.streaming["step_us"] > 0
+    assert result.streaming["time_steps"] == 24 and result.streaming["step_us"] > 0
     table = result.markdown()
     assert table.startswith("| path | file | weights |") and "weight cache: median µs" in table
     assert "Streaming" in table

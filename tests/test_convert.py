@@ -7,16 +7,17 @@ from gru_edge import convert, recipes, tflite_model
 from gru_edge.errors import ConversionError, ModelError
 from gru_edge.runtime import Runner
 
-# FULLY_CONNECTED, elementwise math, SPLIT/RESHAPE/PACK, and the (de)quantize ops of the quantized recipes.
+# FULLY_CONNECTED, elementwise math, SPLIT/RESHAPE/PACK, and the (de)quantize ops of the quantized recipes; the
+# framing's log, slices and exp, and the streaming ring's count (MINIMUM).
 LOWERED_OPS = {"FULLY_CONNECTED", "ADD", "SUB", "MUL", "LOGISTIC", "TANH", "SPLIT", "RESHAPE", "CONCATENATION", "DEQUANTIZE",
-               "QUANTIZE"}
+               "QUANTIZE", "MAXIMUM", "LOG", "STRIDED_SLICE", "EXP", "MINIMUM"}
 
 
 @pytest.mark.parametrize("which", ["r1", "r2"])
 def test_every_recipe_gives_a_builtin_ops_model_the_standard_runtime_runs(which, request):
     result = request.getfixturevalue(f"{which}_converted")
     assert {m.recipe for m in result.models} == set(recipes.shipped_names())
-    t, f, o = (12, 1, 1) if which == "r1" else (24, 4, 3)
+    t, f, o = (24, 1, 1) if which == "r1" else (24, 4, 3)  # r1: 12 steps after a lag of 12 (log,diff12)
     for m in result.models:
         payload = m.path.read_bytes()
         assert b"Flex" not in payload
@@ -24,14 +25,14 @@ def test_every_recipe_gives_a_builtin_ops_model_the_standard_runtime_runs(which,
         assert info.custom_ops == [] and set(info.op_counts) <= LOWERED_OPS, (m.recipe, info.op_counts)
         assert "WHILE" not in info.op_counts
         runner = Runner(m.path)
-        out = runner.run(np.zeros((3, t, f), np.float32))
+        out = runner.run(np.full((3, t, f), 100.0, np.float32))  # raw values: a constant window
         (name, value), = out.items()
         assert value.shape == (3, o) and np.isfinite(value).all()
         side = json.loads(m.sidecar.read_text())
         assert side["recipe"]["name"] == m.recipe and side["size_bytes"] == len(payload)
         assert side["signature"]["inputs"][0]["shape"] == [1, t, f]
         assert side["signature"]["outputs"][0]["name"] == name
-        assert side["scaling"]["spec"] and side["ops"] == info.op_counts
+        assert side["framing"]["window"] + side["framing"]["lag"] == t and side["ops"] == info.op_counts
         if m.recipe in ("int8", "int16x8"):
             assert side["calibration_samples"] > 4
         if m.recipe == "android-gpu":
@@ -90,7 +91,7 @@ def test_int8_without_training_data_fails_before_converting(r1_run, tmp_path):
     with pytest.raises(ConversionError, match=r"Recipe 'int8' \(int8\) needs calibration data"):
         convert.convert(lone / "model.keras", ["float16", "int8"], tmp_path / "out")
     result = convert.convert(lone / "model.keras", ["float16"], tmp_path / "out")
-    assert result.models[0].path.is_file() and json.loads(result.models[0].sidecar.read_text())["scaling"] is None
+    assert result.models[0].path.is_file() and json.loads(result.models[0].sidecar.read_text())["framing"] is None
 
 
 def test_missing_and_wrong_model_files(tmp_path):

@@ -54,7 +54,7 @@ def test_parse_transform(spec, expected):
 
 
 def test_unknown_transform_step():
-    with pytest.raises(DataError, match="Unknown transform step 'sqrt'. Allowed: none, log, diff"):
+    with pytest.raises(DataError, match="Unknown transform step 'sqrt'. Allowed: auto, or none, log, diff"):
         data.parse_transform("log,sqrt")
 
 
@@ -130,5 +130,7 @@ def test_baselines_on_airline():
 def test_edge_cases_shape_and_order():
     e = data.edge_cases(6, 2, -1.5, 2.0)
     assert e.shape == (4, 6, 2)
-    assert (e[0] == 0).all() and (e[1] == -1.5).all() and (e[2] == 2.0).all()
-    assert (e[3, :3] == -1.5).all() and (e[3, 3:] == 2.0).all()
+    assert (e[0] == -1.5).all() and (e[1] == 2.0).all()
+    assert (e[2, :3] == -1.5).all() and (e[2, 3:] == 2.0).all() and (e[3, :3] == 2.0).all() and (e[3, 3:] == -1.5).all()
+    per_column = data.edge_cases(4, 2, [0.0, 10.0], [1.0, 20.0])
+    assert (per_column[1, :, 0] == 1.0).all() and (per_column[1, :, 1] == 20.0).all()

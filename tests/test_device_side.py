@@ -46,3 +46,21 @@ def test_bundle_passes_without_tensorflow(device_venv, r2_run, r2_converted, tmp
     assert "differs from the model the bundle was made with" in bad.stdout and "values outside atol" in bad.stdout
     inspect = subprocess.run([exe, "recipes"], capture_output=True, text=True, env=_env(), cwd=tmp_path)
     assert inspect.returncode == 0 and "android-gpu" in inspect.stdout  # recipes ship inside the wheel
+
+
+def test_raw_values_in_data_units_out_without_tensorflow(device_venv, r1_run, r1_converted, tmp_path):
+    """The airline int8 model, fed the held-out windows as the series holds them (passengers), forecasts passengers
+    in a venv without TensorFlow: its RMSE against the true values is the one training reported."""
+    import json
+
+    model = next(m for m in r1_converted.models if m.recipe == "int8")
+    code = ("import sys, numpy as np; from gru_edge.runtime import Runner; w = np.load(sys.argv[2]); "
+            "from pathlib import Path; (y,) = Runner(Path(sys.argv[1])).run(w['test_x']).values(); "
+            "print(float(np.sqrt(np.mean((y - w['test_y']) ** 2))), float(w['test_x'].min()), float(y.min()))")
+    out = subprocess.run([str(device_venv / "bin" / "python"), "-c", code, str(model.path),
+                          str(r1_run / "windows.npz")], capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rmse, lowest_input, lowest_forecast = map(float, out.stdout.split())
+    m = json.loads((r1_run / "training.json").read_text())["metrics"]
+    assert lowest_input >= 100 and lowest_forecast >= 100  # passengers in, passengers out
+    assert abs(rmse - m["heldout_rmse"]) <= 0.05 * m["heldout_rmse"] and rmse < m["naive_rmse"]

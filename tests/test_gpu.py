@@ -99,7 +99,8 @@ def test_compiled_model_streams_the_step_signature(r2_converted):
     run = gpu.run_compiled(model.path, x, accelerator="cpu")
     assert run.stepped is not None and run.stepped["forecast"].shape == (2, 3)
     np.testing.assert_allclose(run.stepped["forecast"], Runner(model.path).run_steps(x)["forecast"], atol=1e-6)
-    np.testing.assert_allclose(run.stepped["forecast"], run.outputs["forecast"], atol=1e-5)
+    # float16 weights: each signature folds the framing's scale into its projection before rounding to float16.
+    np.testing.assert_allclose(run.stepped["forecast"], run.outputs["forecast"], rtol=2e-3, atol=1e-5)
 
 
 def test_no_gpu_is_its_own_outcome(r2_converted):

@@ -88,7 +88,7 @@ def _python_verdict(b: Path) -> dict:
             "failures": len(rep.failures), "task_delta": rep.task.relative_delta if rep.task else None}
 
 
-def test_kotlin_reaches_python_verdicts(kotlin_classpath, bundles):
+def test_kotlin_reaches_python_verdicts(kotlin_classpath, bundles, r1_run):
     assert len(bundles) >= 6
     out = subprocess.run(["java", "-cp", kotlin_classpath, "dev.gruedge.demo.parity.CrossCheck",
                           *map(str, bundles)], capture_output=True, text=True, check=True).stdout
@@ -113,6 +113,14 @@ def test_kotlin_reaches_python_verdicts(kotlin_classpath, bundles):
         verdicts[b.name] = "pass" if py["passed"] else "fail"
     assert verdicts == {"pass-r2-float32": "pass", "pass-r1-int8": "pass", "pass-r2-android-gpu": "pass",
                         "pass-classifier-int8": "pass", "fail-r1-float32-vs-int8": "fail", "fail-nan": "fail"}
+    # Raw units in, data units out: the airline bundle's inputs are passengers, and the Kotlin core scores the
+    # forecasts in passengers (scale 1, offset 0), to the RMSE that training reported.
+    r1_int8 = dict(zip([b.name for b in bundles], kotlin))["pass-r1-int8"]
+    card = json.loads((r1_run / "training.json").read_text())
+    assert r1_int8["task_units"] == "data units: passengers"
+    assert abs(r1_int8["task_reference"] - card["metrics"]["heldout_rmse"]) <= 1e-3 * card["metrics"]["heldout_rmse"]
+    inputs = np.load(next(b for b in bundles if b.name == "pass-r1-int8") / "inputs.npy")
+    assert 100 <= inputs[:24].min() and inputs[:24].max() <= 700  # passengers, as the series holds them
     for b, k in zip(bundles, kotlin):  # both report the limits they applied: the manifest's
         assert k["tolerances"] == json.loads((b / "manifest.json").read_text())["tolerances"], b.name
         assert "(from the bundle's manifest)" in k["limits"]

@@ -24,20 +24,27 @@ def test_same_seed_same_weights_and_other_seed_other_weights(tmp_path):
 def test_training_card(r1_run):
     card = json.loads((r1_run / "training.json").read_text())
     assert card["data"]["source"].startswith("builtin:airline") and len(card["data"]["sha256"]) == 64
-    assert card["split"] == {"kind": "chronological", "train_rows": 120, "heldout_rows": 24, "train_windows": 96,
-                             "heldout_windows": 24, "heldout_first_target": 120}
+    assert card["split"] == {"kind": "chronological", "train_rows": 120, "heldout_rows": 24, "validation_rows": 24,
+                             "train_windows": 96, "heldout_windows": 24, "heldout_first_target": 120}
     assert card["transform"]["spec"] == "log,diff12" and card["window"] == 12 and card["seed"] == 0
+    assert card["input_steps"] == 24 and card["framing"]["lag"] == 12 and card["framing"]["log"]
     m = card["metrics"]
-    assert m["units"] == "original" and m["seasonal_naive_rmse"] == pytest.approx(49.9867, abs=1e-3)
+    assert m["units"] == "passengers" and m["seasonal_naive_rmse"] == pytest.approx(49.9867, abs=1e-3)
+    assert card["model"]["epochs"] <= card["model"]["max_epochs"] == 5
     assert {"keras", "tensorflow", "numpy", "python", "gru-edge"} <= set(card["versions"])
     win = np.load(r1_run / "windows.npz")
-    assert win["train_x"].shape == (96, 12, 1) and win["test_x"].shape == (24, 12, 1)
+    assert win["train_x"].shape == (96, 24, 1) and win["test_x"].shape == (24, 24, 1)
+    # Raw units: the windows are the series' own values, the targets too.
+    from gru_edge import data
+    values = data.load_series("airline").values
+    assert np.array_equal(win["test_x"][0, :, 0], values[120 - 24: 120].astype(np.float32))
+    assert np.array_equal(win["test_y"][:, 0], values[120:].astype(np.float32))
 
 
 def test_r2_shape_from_a_csv_with_features(r2_run):
     m = model.load_model(r2_run / "model.keras")
     kinds = [type(layer).__name__ for layer in m.layers]
-    assert kinds == ["InputLayer", "GRU", "GRU", "Dense"]
+    assert kinds == ["InputLayer", "Frame", "GRU", "GRU", "Dense", "Unframe"]
     assert tuple(m.inputs[0].shape) == (None, 24, 4) and tuple(m.outputs[0].shape) == (None, 3)
 
 

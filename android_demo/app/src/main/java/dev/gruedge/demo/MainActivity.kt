@@ -67,6 +67,8 @@ class MainActivity : AppCompatActivity() {
         val button = Button(this).apply { text = "Stream the first held-out sequence" }
         column.addView(button)
         val sizes = stateSizes(sidecar)
+        // The model returns the data's units (gru-edge puts the transform and its inverse in the graph).
+        val units = ((sidecar["task"] as? Map<*, *>)?.get("units") as? String).orEmpty()
         button.setOnClickListener {
             worker.execute {
                 ModelRunner.open(assets, DemoAssets.MODEL, wantGpu = false, cpuFallback = true).use { runner ->
@@ -75,21 +77,22 @@ class MainActivity : AppCompatActivity() {
                     val features = bundle.inputs.shape[2]
                     for (t in 0 until bundle.inputs.shape[1]) {
                         val y = stream.push(seq.copyOfRange(t * features, (t + 1) * features))
-                        post { running.text = "t = ${t + 1}: prediction ${y.joinToString { "%.4f".format(it) }}" }
+                        post { running.text = "t = ${t + 1}: forecast ${y.joinToString { "%.4g".format(it) }} $units" }
                         Thread.sleep(150)
                     }
                     val full = bundle.expected.values.first().row(0)
-                    post { running.append("\nfull-sequence output (Keras): ${full.joinToString { "%.4f".format(it) }}") }
+                    post { running.append("\nfull-sequence forecast (Keras): ${full.joinToString { "%.4g".format(it) }} $units") }
                 }
             }
         }
     }
 
-    /** State sizes of the `step` signature, from the sidecar's signature listing of the model. */
+    /** State sizes (floats per batch row) of the `step` signature, from the sidecar's listing of the model: the GRU
+     *  states [1, U] and, for a differenced model, the ring of lagged frames [1, lag + 1, F] and its count [1, 1]. */
     private fun stateSizes(sidecar: Map<*, *>): List<Int> {
         val steps = (sidecar["step_signature"] as? Map<*, *>)?.get("inputs") as? List<*> ?: return emptyList()
         return steps.mapNotNull { it as? Map<*, *> }.filter { (it["name"] as String).startsWith("state_") }
-            .map { ((it["shape"] as List<*>).last() as Number).toInt() }
+            .map { (it["shape"] as List<*>).drop(1).fold(1) { size, d -> size * (d as Number).toInt() } }
     }
 
     private fun line(text: String, bold: Boolean = false): TextView = TextView(this).also {

@@ -28,6 +28,8 @@ data class TaskSpec(
     val scale: Double,
     val offset: Double,
     val reference: Double?,
+    /** What the metric is measured in, e.g. "data units: passengers" (gru-edge models return the data's units). */
+    val units: String = "model output",
 )
 
 data class Manifest(
@@ -195,7 +197,8 @@ class Bundle(
                 val scale = if ("output_scale" in t) number(t["output_scale"], "task.output_scale") else 1.0
                 val offset = if ("output_offset" in t) number(t["output_offset"], "task.output_offset") else 0.0
                 val reference = t["reference"]?.let { number(it, "task.reference") }
-                TaskSpec(kind, TASKS.getValue(kind), targets, scale, offset, reference)
+                TaskSpec(kind, TASKS.getValue(kind), targets, scale, offset, reference,
+                    t["units"] as? String ?: "model output")
             }
             return Manifest(FORMAT, file, sha, recipe, signature, precision, fallback, inputs[0], outputs, tolerances,
                 task)

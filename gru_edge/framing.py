@@ -1,0 +1,204 @@
+"""Raw units in, raw units out: the series transform and its inverse as part of the model graph.
+
+A gru-edge model takes windows of raw values [B, T + lag, F] (target column first, then the features) and returns
+forecasts in the data's units. Two layers sit around the GRU core:
+
+- ``Frame``: the target's log (optional), its lagged difference (``lag`` steps, 0 for none) and a fixed scaling of
+  every column, all fitted on the training part: z = (lx[:, lag:] - m * lx[:, :T] - offset) / scale, where m selects
+  the target column. The core sees the same stationary range however far the series has drifted, so int8 ranges
+  calibrated on the training part hold on the held-out part.
+- ``Unframe``: the inverse for the core's output: the change times the scale plus the mean, added to the level it is
+  taken from (the value ``lag`` steps before each target: in the window, or an earlier step's forecast), then exp.
+
+The lowering (gru_edge/lowering.py) writes the same arithmetic with builtin ops only: MAXIMUM, LOG, SPLIT_V, SUB,
+MUL, ADD, FULLY_CONNECTED (constant 0/1 matrices pick the levels and sum chained differences) and EXP; quantized
+recipes keep these ops in float so that raw values are never clipped by an int8 range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+TINY = 1e-30  # log(max(x, TINY)): a non-positive value gives a very small level instead of NaN
+
+
+@dataclass(frozen=True)
+class Framing:
+    """The fitted transform: ``target`` False for classification (features are only scaled)."""
+
+    window: int  # time steps the GRU sees
+    features: int  # columns of the input, the target first when ``target``
+    target: bool = True
+    log: bool = False
+    lag: int = 0
+    mean: float = 0.0
+    std: float = 1.0
+    feature_mean: tuple[float, ...] = ()
+    feature_std: tuple[float, ...] = ()
+    horizon: int = 1
+
+    @property
+    def input_steps(self) -> int:
+        return self.window + self.lag
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Framing":
+        d = dict(d)
+        d["feature_mean"], d["feature_std"] = tuple(d.get("feature_mean", ())), tuple(d.get("feature_std", ()))
+        return cls(**d)
+
+    # Constants of the graph, shared by the Keras layers and the lowering.
+    def mask(self) -> np.ndarray:
+        """[F]: 1 for the target column, 0 for features."""
+        m = np.zeros(self.features, np.float32)
+        if self.target:
+            m[0] = 1.0
+        return m
+
+    def offset(self) -> np.ndarray:
+        return np.asarray(([self.mean] if self.target else []) + list(self.feature_mean), np.float32)
+
+    def inverse_scale(self) -> np.ndarray:
+        return (1.0 / np.asarray(([self.std] if self.target else []) + list(self.feature_std), np.float64)
+                ).astype(np.float32)
+
+    def level_matrix(self) -> np.ndarray:
+        """[lag * F, horizon]: picks, from the last ``lag`` input frames flattened, the target's level that forecast
+        k is taken from (frame k mod lag; later forecasts add their differences, see ``chain_matrix``)."""
+        q = np.zeros((self.lag * self.features, self.horizon), np.float32)
+        for k in range(self.horizon):
+            q[(k % self.lag) * self.features, k] = 1.0
+        return q
+
+    def chain_matrix(self) -> np.ndarray:
+        """[horizon, horizon]: forecast k is its level plus the differences k, k - lag, k - 2 lag, ..."""
+        c = np.zeros((self.horizon, self.horizon), np.float32)
+        for k in range(self.horizon):
+            c[k::-self.lag, k] = 1.0
+        return c
+
+
+def from_transform(transform, window: int, features: int, horizon: int, target: bool = True) -> Framing:
+    """The framing for a fitted gru_edge.data.Transform."""
+    return Framing(window=window, features=features, target=target, log=bool(transform.log and target),
+                   lag=int(transform.diff if target else 0), mean=float(transform.mean), std=float(transform.std),
+                   feature_mean=tuple(transform.feature_mean), feature_std=tuple(transform.feature_std),
+                   horizon=horizon)
+
+
+def of_model(model) -> Framing | None:
+    """The framing of a Keras model (its Frame layer's), or None for a model that reads what it is fed."""
+    for layer in model.layers:
+        if type(layer).__name__ == "Frame":
+            return Framing.from_dict(layer.get_config()["framing"])
+    return None
+
+
+def raw_windows(fr: Framing, z: np.ndarray) -> np.ndarray:
+    """Raw windows [N, T + lag, F] that the Frame layer maps to ``z`` [N, T, F] (the target starting from a level of
+    1 on the log, 0 otherwise): sequences in the model's own scale when there is no data to take them from."""
+    n = z.shape[0]
+    raw = np.zeros((n, fr.input_steps, fr.features))
+    cols = slice(1, None) if fr.target else slice(None)
+    raw[:, fr.lag:, cols] = z[:, :, cols] * np.asarray(fr.feature_std) + np.asarray(fr.feature_mean)
+    if fr.target:
+        d = z[:, :, 0] * fr.std + fr.mean
+        for t in range(fr.window):
+            raw[:, fr.lag + t, 0] = d[:, t] + (raw[:, t, 0] if fr.lag else 0.0)
+        if fr.log:
+            raw[:, :, 0] = np.exp(raw[:, :, 0])
+    return raw.astype(np.float32)
+
+
+def _register():
+    import keras
+    from keras import ops
+
+    def log_target(f: Framing, x):
+        if not f.log:
+            return x
+        logged = ops.log(ops.maximum(x, TINY))
+        if f.features == 1:
+            return logged
+        m = ops.convert_to_tensor(f.mask())
+        return m * logged + (1.0 - m) * x
+
+    @keras.saving.register_keras_serializable(package="gru_edge")
+    class Frame(keras.layers.Layer):
+        """Raw windows [B, T + lag, F] -> what the GRU core reads [B, T, F] (see the module docstring)."""
+
+        def __init__(self, framing: dict, **kwargs):
+            super().__init__(**kwargs)
+            self.framing = Framing.from_dict(framing)
+
+        def call(self, x):
+            f = self.framing
+            lx = log_target(f, x)
+            d = lx
+            if f.lag:
+                d = lx[:, f.lag:] - ops.convert_to_tensor(f.mask()) * lx[:, : f.window]
+            return (d - ops.convert_to_tensor(f.offset())) * ops.convert_to_tensor(f.inverse_scale())
+
+        def compute_output_shape(self, shape):
+            return (shape[0], self.framing.window, shape[2])
+
+        def get_config(self):
+            return super().get_config() | {"framing": self.framing.to_dict()}
+
+    @keras.saving.register_keras_serializable(package="gru_edge")
+    class Unframe(keras.layers.Layer):
+        """(the core's output [B, H], the raw window) -> forecasts [B, H] in the data's units."""
+
+        def __init__(self, framing: dict, **kwargs):
+            super().__init__(**kwargs)
+            self.framing = Framing.from_dict(framing)
+
+        def call(self, inputs):
+            out, x = inputs
+            f = self.framing
+            dz = out * f.std + f.mean
+            if f.lag:
+                last = log_target(f, x)[:, f.window:]  # the last ``lag`` frames
+                flat = ops.reshape(last, (-1, f.lag * f.features))
+                dz = ops.matmul(flat, ops.convert_to_tensor(f.level_matrix())) + ops.matmul(
+                    dz, ops.convert_to_tensor(f.chain_matrix()))
+            return ops.exp(dz) if f.log else dz
+
+        def compute_output_shape(self, shapes):
+            return shapes[0]
+
+        def get_config(self):
+            return super().get_config() | {"framing": self.framing.to_dict()}
+
+    return Frame, Unframe
+
+
+_LAYERS = None
+
+
+def layers():
+    """The Keras layers (Frame, Unframe), registered for loading ``.keras`` files on first use."""
+    global _LAYERS
+    if _LAYERS is None:
+        _LAYERS = _register()
+    return _LAYERS
+
+
+def wrap(core, framing: Framing, name: str):
+    """A model taking raw windows: Frame -> the core's layers (the same objects, so the same weights) -> Unframe."""
+    import keras
+
+    frame, unframe = layers()
+    inputs = keras.Input((framing.input_steps, framing.features), name="sequence")
+    x = frame(framing.to_dict(), name="frame")(inputs)
+    for layer in core.layers:
+        if type(layer).__name__ != "InputLayer":
+            x = layer(x)
+    if framing.target:
+        x = unframe(framing.to_dict(), name="unframe")([x, inputs])
+    return keras.Model(inputs, x, name=name)

@@ -1,0 +1,105 @@
+"""Raw units in, raw units out: the framing layers, their lowering, early stopping, 'auto', and int8 on a trend."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gru_edge import data, framing, lowering, model
+from gru_edge.cli import cli
+from gru_edge.io import quiet_tensorflow
+
+
+def _trend_csv(path, rows=180, seed=0):
+    """Monthly-like series: a trend that leaves the training range, a season of 12, noise; one noisy feature."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    y = 50 + 0.8 * t + 8 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 1.0, rows)
+    u = np.cos(t / 5) + rng.normal(0, 0.1, rows)
+    path.write_text("y,u\n" + "\n".join(f"{a:.4f},{b:.4f}" for a, b in zip(y, u)) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("spec,features,horizon", [("log,diff3", (), 7), ("diff1", ("u",), 3), ("log", ("u",), 2),
+                                                   ("none", (), 1)])
+def test_frame_and_unframe_are_the_transform_and_its_inverse(tmp_path, spec, features, horizon):
+    series = data.load_series(_trend_csv(tmp_path / "s.csv"), "y", features)
+    tr = data.fit_transform(series, 140, spec)
+    win = data.make_windows(series, tr, 6, horizon, 40)
+    fr = framing.from_transform(tr, 6, 1 + len(features), horizon)
+    frame, unframe = (cls(fr.to_dict()) for cls in framing.layers())
+    assert win.train_raw.shape[1] == 6 + tr.diff
+    np.testing.assert_allclose(np.asarray(frame(win.train_raw)), win.train_x, rtol=1e-4, atol=1e-4)
+    # The targets the core learns, unframed, are the data's own values (horizon > lag chains the differences).
+    back = np.asarray(unframe([win.test_y, win.test_raw]))
+    np.testing.assert_allclose(back, win.test_truth, rtol=1e-5)
+    np.testing.assert_allclose(back, tr.to_original(win.test_y, series, win.test_first_target), rtol=1e-5)
+
+
+def test_lowered_framing_full_and_step_match_keras(tmp_path):
+    """gru-edge's graph computes what the Keras layers compute, and the step signature (ring of lagged frames)
+    fed one raw frame at a time ends where the full sequence does."""
+    with quiet_tensorflow():
+        import tensorflow as tf
+    series = data.load_series(_trend_csv(tmp_path / "s.csv"), "y", ("u",))
+    tr = data.fit_transform(series, 140, "log,diff4")
+    win = data.make_windows(series, tr, 5, 6, 30)
+    fr = framing.from_transform(tr, 5, 2, 6)
+    import keras
+
+    keras.utils.set_random_seed(1)
+    full = framing.wrap(model.build_model(5, 2, 8, 2, 6), fr, "m")
+    x = win.test_raw[:4]
+    want = np.asarray(full(x))
+    lowered = lowering.read_model(full)
+    assert lowered.time_steps == 9 and lowered.steps == 5 and lowered.framing == fr
+    fns = lowering.build_functions(lowered, 4, streaming=True)
+    got = fns[lowering.SERVE](tf.constant(x))[lowered.output_name].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    specs = fns[lowering.STEP].input_signature[1:]
+    assert {s.name for s in specs} == {"state_0", "state_1", lowering.RING, lowering.COUNT}
+    states = {s.name: np.zeros(s.shape, np.float32) for s in specs}
+    for t in range(x.shape[1]):
+        out = fns[lowering.STEP](tf.constant(x[:, t]), *[tf.constant(states[s.name]) for s in specs])
+        states = {n: out[f"{n}_out"].numpy() for n in states}
+    np.testing.assert_allclose(out[lowered.output_name].numpy(), want, rtol=1e-5)
+
+
+def test_auto_transform_and_int8_on_a_series_that_leaves_its_training_range(tmp_path):
+    """The held-out values lie above everything trained on: 'auto' picks a differenced transform, the model beats
+    naive and seasonal-naive, and the int8 model (raw ops in float, the core on differences) stays within its
+    limits."""
+    from gru_edge import convert, verify
+
+    csv = _trend_csv(tmp_path / "trend.csv")
+    run = model.train(model.TrainConfig(data=str(csv), column="y", units=16, epochs=40, season=12, patience=8),
+                      tmp_path / "run")
+    card = run.card
+    assert card["transform"]["requested"] == "auto" and "diff" in card["transform"]["spec"]
+    assert card["transform_trials"] and card["model"]["epochs"] <= 40
+    win = np.load(run.run_dir / "windows.npz")
+    assert win["test_x"][:, :, 0].max() > win["train_x"][:, :, 0].max() + 10  # beyond the training range
+    assert run.warnings == [] and card["metrics"]["not_beaten_baselines"] == []
+    out = convert.convert(run.model_path, ["int8"], tmp_path / "out")
+    rep = verify.verify(run.model_path, out.models[0].path).report
+    assert rep.passed, rep.failures
+    assert abs(rep.task.relative_delta) <= 0.05 and rep.task.units == "data units: y"
+
+
+def test_train_warns_when_the_baselines_win_and_checks_its_flags(tmp_path):
+    csv = _trend_csv(tmp_path / "trend.csv")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["train", "--data", str(csv), "--column", "y", "--transform", "none", "--epochs", "1",
+                              "--patience", "0", "--units", "2", "--season", "12", "-o", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "WARNING: the model does not beat the naive forecast" in res.output
+    assert "held-out RMSE (36 windows, y)" in res.output  # 20% of 180 held out, in the data's units
+    res = runner.invoke(cli, ["train", "--data", str(csv), "--column", "y", "--transform", "none", "--epochs", "1",
+                              "--patience", "0", "--units", "2", "--json", "-o", str(tmp_path / "r2")])
+    doc = json.loads(res.output)
+    assert doc["ok"] and any("naive forecast" in w for w in doc["result"]["warnings"])
+    for flag, value in (("--batch-size", "0"), ("--learning-rate", "2"), ("--patience", "-1")):
+        res = runner.invoke(cli, ["train", flag, value, "-o", str(tmp_path / "r3")])
+        assert res.exit_code == 2 and flag in res.output
+    assert not (tmp_path / "r3").exists()
