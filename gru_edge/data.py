@@ -185,10 +185,11 @@ def prefers_log(values: np.ndarray, season: int | None) -> bool:
 
 def seasonal_strength(values: np.ndarray, season: int) -> float:
     """1 - var(remainder) / var(seasonal + remainder) of a classical decomposition (centred moving-average trend,
-    mean seasonal profile); 0 when the series is too short for two seasons. Above 0.64 a seasonal difference is
+    mean seasonal profile); 0 when the series is too short for four seasons (with fewer, each season position has one
+    or two values and white noise scores above 0.64 more often than not). Above 0.64 a seasonal difference is
     advised (the threshold of Hyndman's nsdiffs)."""
     x = np.asarray(values, float)
-    if len(x) < 2 * season + 1:
+    if len(x) < 4 * season + 1:
         return 0.0
     kernel = np.ones(season) / season if season % 2 else np.r_[0.5, np.ones(season - 1), 0.5] / season
     half = len(kernel) // 2
@@ -209,9 +210,11 @@ def candidate_transforms(series: Series, n_train: int, season: int | None) -> li
     difference compete. Measured on the forecasting benchmark: letting the validation split pick among all six
     combinations chose first differences or no log for three strongly seasonal series (12-17 validation values:
     UKgas, USAccDeaths, JohnsonJohnson), which then lost to seasonal-naive by 1.1-1.7x."""
-    train = series.values[:n_train]
-    log = prefers_log(train, season)
-    if season and season > 1 and seasonal_strength(np.log(train) if log else train, season) > 0.64:
+    train, season = series.values[:n_train], season if season and season > 1 else None
+    # The log must be valid on the whole series (a held-out value <= 0 would make the model return nonsense);
+    # whether it helps is judged on the training part only.
+    log = bool(np.all(series.values > 0)) and prefers_log(train, season)
+    if season and seasonal_strength(np.log(train) if log else train, season) > 0.64:
         lags = [f"diff{season}"]
     elif not season:
         lags = ["none", "diff1"]

@@ -94,7 +94,12 @@ def read_model(model) -> LoweredModel:
             continue  # dropout is the identity at inference
         cfg = layer.get_config()
         if kind in ("Frame", "Unframe"):
-            framing = Framing.from_dict(cfg["framing"])
+            mine = Framing.from_dict(cfg["framing"])
+            placed = not specs if kind == "Frame" else layer is model.layers[-1]
+            if not placed or (framing is not None and mine != framing):
+                raise ModelError(f"Layer '{layer.name}' ({kind}) must be the first (Frame) or the last (Unframe) "
+                                 "layer, with the same framing as its partner.")
+            framing = mine
         elif kind == "GRU":
             specs.append(_gru_spec(layer, cfg))
         elif kind == "Dense":
@@ -361,10 +366,12 @@ def _frame_step(tf, fr: Framing, frame, extra, b: int):
         oldest = tail[:, :1]
         if f > 1:
             oldest = tf.constant(fr.mask()) * oldest
-        d = lf - oldest
+        # Until ``lag`` frames are in, the ring holds zeros and lf - oldest is a raw level (~70 sigma on the log):
+        # the gate zeroes it, so the core never sees it (the state is held then anyway).
+        gate = tf.minimum(tf.nn.relu(count - (fr.lag - 1)), 1.0)
+        d = tf.reshape(gate, [b, 1, 1]) * (lf - oldest)
         ring_out = tf.concat([tail, lf], axis=1)
         last = tf.reshape(ring_out[:, 1:], [b, fr.lag * f])
     z = (d - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
-    gate = tf.minimum(tf.nn.relu(count - (fr.lag - 1)), 1.0)
     new = {RING: ring_out, COUNT: tf.minimum(count + 1.0, float(fr.lag))}
     return z, gate, last, new

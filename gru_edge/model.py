@@ -114,14 +114,22 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
         raise DataError(f"--test-size {test_size} leaves no training data in a series of {len(series)} values.")
     n_train = len(series) - test_size
     candidates = data.candidate_transforms(series, n_train, season) if spec == data.AUTO else [spec]
-    prepared = []
+    prepared, errors = [], []
     for c in candidates:
-        transform = data.fit_transform(series, n_train, c)
-        if classify:
-            win = data.make_class_windows(series, transform, cfg.window, test_size)
-        else:
-            win = data.make_windows(series, transform, cfg.window, cfg.horizon, test_size)
+        try:
+            transform = data.fit_transform(series, n_train, c)
+            if classify:
+                win = data.make_class_windows(series, transform, cfg.window, test_size)
+            else:
+                win = data.make_windows(series, transform, cfg.window, cfg.horizon, test_size)
+        except DataError as e:  # e.g. too few rows for a seasonal difference: 'auto' tries the others
+            errors.append((c, e))
+            continue
         prepared.append((transform, win))
+    if not prepared:
+        raise errors[0][1]
+    for c, e in errors:
+        log(f"transform '{c}' skipped: {e}")
     with outputs.staged(run_dir, outputs.RUN) as stage:
         model, card = _fit(cfg, series, prepared, test_size, season, spec, log)
         _write_run(stage, model, card["_windows"], card)
@@ -134,11 +142,11 @@ def _validation_rows(cfg: TrainConfig, n_train: int) -> int:
     return max(cfg.horizon, int(round(cfg.validation * n_train)))
 
 
-def _fit_core(cfg: TrainConfig, win: data.Windows, val: np.ndarray, n_out: int, classify: bool, keras):
-    """Fit the core on the training windows before ``val``, stop when the validation loss has not improved for
-    ``patience`` epochs and keep the best weights. Returns (model, best epoch count, epochs run)."""
+def _fit_core(cfg: TrainConfig, win: data.Windows, fit: np.ndarray, val: np.ndarray, n_out: int, classify: bool,
+              keras):
+    """Fit the core on the windows ``fit``, stop when the loss on ``val`` has not improved for ``patience`` epochs
+    and keep the best weights. Returns (model, best epoch count, epochs run)."""
     model = _compiled(cfg, win, n_out, classify, keras)
-    fit = ~val
     callbacks = [keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True)] \
         if cfg.patience else []
     history = model.fit(win.train_x[fit], win.train_y[fit], validation_data=(win.train_x[val], win.train_y[val]),
@@ -186,17 +194,26 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
     trials = []
     for transform, win in prepared:
         # A window is validation when its first target lies in the training part's last v values (the same
-        # values for every candidate transform, so their scores compare).
+        # values for every candidate transform, so their scores compare); it is fitted on when all its targets lie
+        # before them.
         val = win.train_first_target >= n_train - v
-        if val.sum() < 1 or (~val).sum() < 2:
+        fit = win.train_first_target + (1 if classify else cfg.horizon) <= n_train - v
+        if val.sum() < 1 or fit.sum() < 2:
+            if len(prepared) > 1:
+                log(f"'auto' skips transform '{transform.spec}': too few windows to hold out {v} values")
+                continue
             raise DataError(f"Too few training windows ({len(win.train_x)}) to hold out the last {v} training "
-                            "values for early stopping; give more data, a smaller --window, or --patience 0.")
+                            "values for early stopping and the transform's choice; give more data, or a smaller "
+                            "--window or --test-size.")
         fr = framing.from_transform(transform, cfg.window, win.train_x.shape[2], cfg.horizon, target=not classify)
-        log(f"training {cfg.layers}x GRU({cfg.units}) on {int((~val).sum())} windows, transform "
+        log(f"training {cfg.layers}x GRU({cfg.units}) on {int(fit.sum())} windows, transform "
             f"'{transform.spec}', up to {cfg.epochs} epochs, validating on {int(val.sum())}")
-        core, best, ran = _fit_core(cfg, win, val, n_out, classify, keras)
+        core, best, ran = _fit_core(cfg, win, fit, val, n_out, classify, keras)
         trials.append({"transform": transform.spec, "validation_score": _score(core, fr, win, val, classify),
                        "best_epochs": best, "epochs_run": ran, "_prep": (transform, win, fr)})
+    if not trials:
+        raise DataError(f"Too few training windows to hold out the last {v} training values for any transform "
+                        "'auto' tries; give more data, or a smaller --window or --test-size.")
     chosen = min(trials, key=lambda t: t["validation_score"])
     transform, win, fr = chosen["_prep"]
     epochs = chosen["best_epochs"]

@@ -81,10 +81,16 @@ def test_auto_transform_and_int8_on_a_series_that_leaves_its_training_range(tmp_
     win = np.load(run.run_dir / "windows.npz")
     assert win["test_x"][:, :, 0].max() > win["train_x"][:, :, 0].max() + 10  # beyond the training range
     assert run.warnings == [] and card["metrics"]["not_beaten_baselines"] == []
-    out = convert.convert(run.model_path, ["int8"], tmp_path / "out")
-    rep = verify.verify(run.model_path, out.models[0].path).report
-    assert rep.passed, rep.failures
-    assert abs(rep.task.relative_delta) <= 0.05 and rep.task.units == "data units: y"
+    # int8 with a step signature too (a ring of lagged frames, calibrated step by step).
+    from test_streaming import STREAMING
+
+    (tmp_path / "int8-stream.toml").write_text(STREAMING.format(q="int8", atol=0.2))
+    out = convert.convert(run.model_path, ["int8", str(tmp_path / "int8-stream.toml")], tmp_path / "out")
+    for m in out.models:
+        rep = verify.verify(run.model_path, m.path).report
+        assert rep.passed, (m.recipe, rep.failures)
+        assert abs(rep.task.relative_delta) <= 0.05 and rep.task.units == "data units: y"
+    assert rep.streaming["passed"] and rep.streaming["max_abs_error"] <= 0.2 * rep.outputs[0].scale
 
 
 def test_train_warns_when_the_baselines_win_and_checks_its_flags(tmp_path):
@@ -103,3 +109,22 @@ def test_train_warns_when_the_baselines_win_and_checks_its_flags(tmp_path):
         res = runner.invoke(cli, ["train", flag, value, "-o", str(tmp_path / "r3")])
         assert res.exit_code == 2 and flag in res.output
     assert not (tmp_path / "r3").exists()
+
+
+def test_auto_candidates_are_valid_for_the_series():
+    """'auto' never tries the log on a series with a value <= 0 anywhere (a held-out 0 included), treats a season
+    of 1 as none, and does not call a series too short for four seasons strongly seasonal."""
+    rng = np.random.default_rng(0)
+    positive = 100 + np.cumsum(rng.normal(0, 1, 120)) + 20 * np.sin(np.arange(120) * 2 * np.pi / 12)
+    s = data.Series("test", "0" * 64, "y", positive)
+    assert data.candidate_transforms(s, 96, 12) == ["log,diff12"] or data.candidate_transforms(s, 96, 12) == [
+        "diff12"]
+    held_out_zero = positive.copy()
+    held_out_zero[110] = 0.0
+    assert not any("log" in c for c in data.candidate_transforms(data.Series("t", "0" * 64, "y", held_out_zero),
+                                                                  96, 12))
+    assert data.candidate_transforms(s, 96, 1) == data.candidate_transforms(s, 96, None)
+    assert len(set(data.candidate_transforms(s, 96, 4))) == len(data.candidate_transforms(s, 96, 4))
+    noise = 50 + rng.normal(0, 1, 38)
+    assert data.seasonal_strength(noise, 12) == 0.0  # 38 values: fewer than four seasons of 12
+    assert data.seasonal_strength(positive[:96], 12) > 0.64
