@@ -93,16 +93,11 @@ def _drifted(cal: np.ndarray, fr) -> np.ndarray:
     training range otherwise). Differencing makes the core's inputs the same for these copies, so only the raw
     ranges widen: a series that drifts up to DRIFT times beyond its training range is not clipped."""
     target = cal[:, :, 0]
-    if fr.log:
-        moved = [target * DRIFT, target / DRIFT]
-    else:
-        span = float(target.max() - target.min()) or 1.0
-        moved = [target + DRIFT * span, target - DRIFT * span]
+    span = float(target.max() - target.min()) or 1.0
     copies = []
-    for m in moved:
-        c = cal.copy()
-        c[:, :, 0] = m
-        copies.append(c)
+    for moved in ([target * DRIFT, target / DRIFT] if fr.log else [target + DRIFT * span, target - DRIFT * span]):
+        copies.append(cal.copy())
+        copies[-1][:, :, 0] = moved
     return np.concatenate([cal, *copies]).astype(np.float32)
 
 
@@ -171,12 +166,14 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if q == "int8" else
                                           tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
-        raw = _raw_nodes(tf, conv) if q == "int8" and lowered.framing is not None else []
+        if q != "int8" or lowered.framing is None:
+            return (_selective(tf, conv, cal, recipe.float_fallback, []) if recipe.float_fallback > 0
+                    else conv.convert()), n_cal
+        calibrated = _calibrated(conv)  # once: it names the raw ops, and is what the quantizer quantizes
+        raw = _raw_nodes(calibrated)
         if recipe.float_fallback > 0:
             return _selective(tf, conv, cal, recipe.float_fallback, raw), n_cal
-        if raw:
-            return _quantize_except(tf, conv, q, raw), n_cal
-        return conv.convert(), n_cal
+        return _quantize_except(conv, calibrated, raw), n_cal
     except GruEdgeError:
         raise
     except Exception as e:
@@ -228,19 +225,23 @@ def _selective(tf, conv, windows: np.ndarray, share: float, raw: list[str]) -> b
 _RAW_NAME = re.compile(rf"(^|;){lowering.RAW}(_\d+)?/")
 
 
-def _raw_nodes(tf, conv) -> list[str]:
-    """The output tensors of the ops that compute on raw values or their log (lowering.RAW), and of the ops that
-    return the forecast in the data's units: quantized recipes keep them in float, so that a series that drifts
-    beyond its training range is not clipped. Found on the calibrated float model."""
+def _calibrated(conv) -> bytes:
+    """The float model with the calibration statistics (the converter's first half of full-integer quantization)."""
     import copy
-
-    from ai_edge_litert import schema_py_generated as schema
 
     probe = copy.copy(conv)
     probe._experimental_calibrate_only = True
-    model = schema.ModelT.InitFromPackedBuf(probe.convert(), 0)
+    return probe.convert()
+
+
+def _raw_nodes(calibrated: bytes) -> list[str]:
+    """The output tensors of the ops that compute on raw values or their log (lowering.RAW), and of the ops that
+    return the forecast in the data's units: int8 keeps them in float, so that a series that drifts beyond its
+    training range is not clipped. Read from the calibrated float model, every signature's subgraph."""
+    from ai_edge_litert import schema_py_generated as schema
+
     names = []
-    for sg in model.subgraphs:  # every signature: the full sequence and, when streaming, the step
+    for sg in schema.ModelT.InitFromPackedBuf(calibrated, 0).subgraphs:
         tensor = [t.name.decode() if isinstance(t.name, bytes) else (t.name or "") for t in sg.tensors]
         outputs = {int(i) for i in sg.outputs}
         for op in sg.operators or []:
@@ -250,17 +251,13 @@ def _raw_nodes(tf, conv) -> list[str]:
     return names
 
 
-def _quantize_except(tf, conv, quantization: str, nodes: list[str]) -> bytes:
-    """The converter's own full-integer quantization (calibrate, then TensorFlow's MLIR quantizer), with ``nodes``
-    left in float."""
-    from tensorflow.compiler.mlir.lite import types_pb2
+def _quantize_except(conv, calibrated: bytes, nodes: list[str]) -> bytes:
+    """The second half of the converter's int8 quantization (TensorFlow's MLIR quantizer), with ``nodes`` left in
+    float."""
     from tensorflow.lite.python import convert
 
-    conv._experimental_calibrate_only = True
-    calibrated = conv.convert()
-    kind = types_pb2.QUANTIZED_INT16 if quantization == "int16x8" else types_pb2.QUANTIZED_INT8
     return convert.mlir_quantize(calibrated, disable_per_channel=conv._experimental_disable_per_channel,
-                                 inference_type=kind, denylisted_nodes=nodes)
+                                 denylisted_nodes=nodes)
 
 
 def main(request_path: str) -> int:
@@ -287,7 +284,7 @@ def main(request_path: str) -> int:
         conv.representative_dataset = lambda: ([cal[i: i + 1]] for i in range(len(cal)))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = conv.inference_output_type = tf.float32
-        _emit(event="explain", ops=op_errors(tf, conv, cal, _raw_nodes(tf, conv) if lowered.framing else None))
+        _emit(event="explain", ops=op_errors(tf, conv, cal, _raw_nodes(_calibrated(conv)) if lowered.framing else None))
         return 0
     for raw in req["recipes"]:
         recipe = Recipe.from_dict(raw)

@@ -128,13 +128,19 @@ def _register():
         m = ops.convert_to_tensor(f.mask())
         return m * logged + (1.0 - m) * x
 
-    @keras.saving.register_keras_serializable(package="gru_edge")
-    class Frame(keras.layers.Layer):
-        """Raw windows [B, T + lag, F] -> what the GRU core reads [B, T, F] (see the module docstring)."""
+    class Framed(keras.layers.Layer):
+        """A layer configured by a Framing (saved in the .keras file as its dict)."""
 
         def __init__(self, framing: dict, **kwargs):
             super().__init__(**kwargs)
             self.framing = Framing.from_dict(framing)
+
+        def get_config(self):
+            return super().get_config() | {"framing": self.framing.to_dict()}
+
+    @keras.saving.register_keras_serializable(package="gru_edge")
+    class Frame(Framed):
+        """Raw windows [B, T + lag, F] -> what the GRU core reads [B, T, F] (see the module docstring)."""
 
         def call(self, x):
             f = self.framing
@@ -147,16 +153,9 @@ def _register():
         def compute_output_shape(self, shape):
             return (shape[0], self.framing.window, shape[2])
 
-        def get_config(self):
-            return super().get_config() | {"framing": self.framing.to_dict()}
-
     @keras.saving.register_keras_serializable(package="gru_edge")
-    class Unframe(keras.layers.Layer):
+    class Unframe(Framed):
         """(the core's output [B, H], the raw window) -> forecasts [B, H] in the data's units."""
-
-        def __init__(self, framing: dict, **kwargs):
-            super().__init__(**kwargs)
-            self.framing = Framing.from_dict(framing)
 
         def call(self, inputs):
             out, x = inputs
@@ -171,9 +170,6 @@ def _register():
 
         def compute_output_shape(self, shapes):
             return shapes[0]
-
-        def get_config(self):
-            return super().get_config() | {"framing": self.framing.to_dict()}
 
     return Frame, Unframe
 

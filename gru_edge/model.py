@@ -200,11 +200,8 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         fit = win.train_first_target + (1 if classify else cfg.horizon) <= n_train - v
         if val.sum() < 1 or fit.sum() < 2:
             if len(prepared) > 1:
-                log(f"'auto' skips transform '{transform.spec}': too few windows to hold out {v} values")
-                continue
-            raise DataError(f"Too few training windows ({len(win.train_x)}) to hold out the last {v} training "
-                            "values for early stopping and the transform's choice; give more data, or a smaller "
-                            "--window or --test-size.")
+                log(f"transform '{transform.spec}' skipped: too few windows to hold out {v} values")
+            continue
         fr = framing.from_transform(transform, cfg.window, win.train_x.shape[2], cfg.horizon, target=not classify)
         log(f"training {cfg.layers}x GRU({cfg.units}) on {int(fit.sum())} windows, transform "
             f"'{transform.spec}', up to {cfg.epochs} epochs, validating on {int(val.sum())}")
@@ -212,8 +209,8 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         trials.append({"transform": transform.spec, "validation_score": _score(core, fr, win, val, classify),
                        "best_epochs": best, "epochs_run": ran, "_prep": (transform, win, fr)})
     if not trials:
-        raise DataError(f"Too few training windows to hold out the last {v} training values for any transform "
-                        "'auto' tries; give more data, or a smaller --window or --test-size.")
+        raise DataError(f"Too few training windows to hold out the last {v} training values for early stopping and "
+                        "the transform's choice; give more data, or a smaller --window or --test-size.")
     chosen = min(trials, key=lambda t: t["validation_score"])
     transform, win, fr = chosen["_prep"]
     epochs = chosen["best_epochs"]

@@ -25,7 +25,8 @@ object CrossCheck {
         val t = report.tolerances
         "{\"bundle\": ${quote(dir.name)}, \"passed\": ${report.passed}, \"samples\": ${report.samples}, " +
             "\"max_abs_error\": ${number(report.maxAbsError)}, \"failures\": ${report.failures.size}, " +
-            "\"task_delta\": $delta, \"task_reference\": $reference, \"task_units\": $units, \"tolerances\": {\"atol\": ${t.atol}, \"rtol\": ${t.rtol}, " +
+            "\"task_delta\": $delta, \"task_reference\": $reference, \"task_units\": $units, " +
+            "\"tolerances\": {\"atol\": ${t.atol}, \"rtol\": ${t.rtol}, " +
             "\"min_psnr_db\": ${t.minPsnrDb}, \"max_task_metric_delta\": ${t.maxTaskMetricDelta}}, " +
             "\"limits\": ${quote("${report.tolerances} (from ${report.tolerancesSource})")}}"
     } catch (e: BundleException) {
