@@ -81,56 +81,68 @@ def load_series(data: str | Path, column: str | None = None, features: tuple[str
                   feature_names=tuple(features), features=table[:, 1:])
 
 
-def parse_transform(text: str) -> tuple[bool, int]:
-    """Return (log, diff_lag) from a spec such as ``none``, ``log``, ``diff``, ``diff12`` or ``log,diff12``."""
+def parse_transform(text: str) -> tuple[bool, tuple[int, ...]]:
+    """Return (log, differences) from a spec such as ``none``, ``log``, ``diff``, ``diff12``, ``log,diff12`` or
+    ``log,diff1,diff12`` (differences applied in turn)."""
     if text.strip() == AUTO:
         raise DataError("'auto' chooses a transform while training; it cannot be fitted as one.")
-    log, lag = False, 0
+    log, diffs = False, []
     for part in [p.strip() for p in text.split(",") if p.strip()]:
         if part == "none":
             continue
         if part == "log":
             log = True
         elif part.startswith("diff") and (part == "diff" or part[4:].isdigit()) and part != "diff0":
-            lag = int(part[4:] or 1)
+            diffs.append(int(part[4:] or 1))
         else:
             raise DataError(f"Unknown transform step '{part}'. Allowed: auto, or none, log, diff (lag 1), diffN "
-                            "(lag N), comma-separated, e.g. 'log,diff12'.")
-    return log, lag
+                            "(lag N), comma-separated, e.g. 'log,diff12' or 'diff1,diff12'.")
+    return log, tuple(sorted(diffs))
+
+
+def difference(values: np.ndarray, diffs) -> np.ndarray:
+    """``values`` differenced by each lag in turn; the first sum(diffs) entries are NaN (no earlier value)."""
+    z = np.asarray(values, dtype=float)
+    for d in diffs:
+        z = np.r_[np.full(d, np.nan), z[d:] - z[:-d]]
+    return z
 
 
 @dataclass(frozen=True)
 class Transform:
-    """Target transform (log, lagged difference) and standard scaling, fitted on the training part only."""
+    """Target transform (log, lagged differences) and standard scaling, fitted on the training part only."""
 
     log: bool
-    diff: int
+    diffs: tuple[int, ...]
     mean: float
     std: float
     feature_mean: tuple[float, ...] = ()
     feature_std: tuple[float, ...] = ()
 
     @property
+    def lag(self) -> int:
+        return sum(self.diffs)
+
+    @property
     def spec(self) -> str:
-        parts = (["log"] if self.log else []) + ([f"diff{self.diff}"] if self.diff else [])
+        parts = (["log"] if self.log else []) + [f"diff{d}" for d in self.diffs]
         return ",".join(parts) or "none"
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"spec": self.spec}
+        return asdict(self) | {"diffs": list(self.diffs), "spec": self.spec}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Transform":
-        return cls(log=d["log"], diff=d["diff"], mean=d["mean"], std=d["std"],
+        diffs = d.get("diffs", [d["diff"]] if d.get("diff") else [])  # one 'diff' before several differences
+        return cls(log=d["log"], diffs=tuple(diffs), mean=d["mean"], std=d["std"],
                    feature_mean=tuple(d.get("feature_mean", ())), feature_std=tuple(d.get("feature_std", ())))
 
     def level(self, values: np.ndarray) -> np.ndarray:
         return np.log(values) if self.log else np.asarray(values, dtype=float)
 
     def model_inputs(self, series: Series) -> np.ndarray:
-        """Return the scaled model-input table [n, 1 + k]; the first ``diff`` rows are NaN (no lagged value)."""
-        lv = self.level(series.values)
-        z = np.full(len(lv), np.nan)
-        z[self.diff:] = lv[self.diff:] - lv[: len(lv) - self.diff] if self.diff else lv
+        """Return the scaled model-input table [n, 1 + k]; the first ``lag`` rows are NaN (no lagged value)."""
+        z = difference(self.level(series.values), self.diffs)
         cols = [(z - self.mean) / self.std]
         if series.features.size:
             cols += list(((series.features - self.feature_mean) / self.feature_std).T)
@@ -138,32 +150,31 @@ class Transform:
 
     def to_original(self, scaled: np.ndarray, series: Series, first_target: np.ndarray) -> np.ndarray:
         """Map scaled predictions [N, h] for targets starting at ``first_target`` [N] back to original units."""
+        from gru_edge.framing import difference_terms
+
         z = np.asarray(scaled, dtype=float) * self.std + self.mean
         lv = self.level(series.values)
         out = np.empty_like(z)
         for i, t in enumerate(first_target):
             for k in range(z.shape[1]):
-                if not self.diff:
-                    out[i, k] = z[i, k]
-                    continue
-                src = t + k - self.diff  # the level this difference is taken from: known data or an earlier step
-                base = lv[src] if src < t else out[i, src - t]
-                out[i, k] = base + z[i, k]
+                # undo the differences: each earlier level is known data or an earlier step's forecast
+                out[i, k] = z[i, k] - sum(p * (lv[t + k - j] if k < j else out[i, k - j])
+                                          for j, p in difference_terms(self.diffs))
         return np.exp(out) if self.log else out
 
 
 def fit_transform(series: Series, n_train: int, spec: str) -> Transform:
     """Fit the transform on the first ``n_train`` values only, so the held-out tail never shapes the scaling."""
-    log, lag = parse_transform(spec)
+    log, diffs = parse_transform(spec)
     if log and np.any(series.values <= 0):
         raise DataError(f"Transform 'log' needs positive values; column '{series.column}' has values <= 0. "
                         "Use --transform none or diff.")
     lv = np.log(series.values[:n_train]) if log else series.values[:n_train]
-    z = lv[lag:] - lv[:-lag] if lag else lv
+    z = difference(lv, diffs)[sum(diffs):]
     if len(z) < 2:
         raise DataError(f"Too few training values ({n_train}) for transform '{spec}'.")
     feats = series.features[:n_train]
-    return Transform(log=log, diff=lag, mean=float(z.mean()), std=float(z.std() or 1.0),
+    return Transform(log=log, diffs=diffs, mean=float(z.mean()), std=float(z.std() or 1.0),
                      feature_mean=tuple(float(v) for v in feats.mean(axis=0)) if feats.size else (),
                      feature_std=tuple(float(v or 1.0) for v in feats.std(axis=0)) if feats.size else ())
 
@@ -203,6 +214,20 @@ def seasonal_strength(values: np.ndarray, season: int) -> float:
     return float(max(0.0, 1 - np.var(remainder) / total)) if total > 0 else 0.0
 
 
+KPSS_5PCT = 0.463  # the KPSS level-stationarity test's 5% critical value (Kwiatkowski et al. 1992, table 1)
+
+
+def kpss(x: np.ndarray) -> float:
+    """The KPSS statistic for level stationarity, with the lag truncation 3 * sqrt(n) / 13 (Hobijn et al. 1998;
+    what the forecast package's ndiffs uses): above KPSS_5PCT, ``x`` wanders and wants one more difference."""
+    e = np.asarray(x, float) - np.mean(x)
+    n = len(e)
+    s = np.cumsum(e)
+    lags = int(3 * math.sqrt(n) / 13)
+    long_run = e @ e / n + sum(2 * (1 - k / (lags + 1)) * (e[k:] @ e[:-k]) / n for k in range(1, lags + 1))
+    return float(s @ s / (n * n * long_run)) if long_run > 0 else 0.0
+
+
 def candidate_transforms(series: Series, n_train: int, season: int | None) -> list[str]:
     """What 'auto' trains and compares on the validation split. The log is decided up front (prefers_log: does
     the spread grow with the level?), and so is seasonal differencing for a strongly seasonal series
@@ -214,8 +239,10 @@ def candidate_transforms(series: Series, n_train: int, season: int | None) -> li
     # The log must be valid on the whole series (a held-out value <= 0 would make the model return nonsense);
     # whether it helps is judged on the training part only.
     log = bool(np.all(series.values > 0)) and prefers_log(train, season)
-    if season and seasonal_strength(np.log(train) if log else train, season) > 0.64:
-        lags = [f"diff{season}"]
+    level = np.log(train) if log else train
+    if season and seasonal_strength(level, season) > 0.64:
+        # and a first difference on top when the seasonal differences still wander (KPSS, as ndiffs does)
+        lags = [f"diff1,diff{season}" if kpss(difference(level, [season])[season:]) > KPSS_5PCT else f"diff{season}"]
     elif not season:
         lags = ["none", "diff1"]
     else:
@@ -246,18 +273,18 @@ def make_windows(series: Series, transform: Transform, window: int, horizon: int
     n = len(series)
     n_train = n - test_size
     table = transform.model_inputs(series).astype(np.float32)
-    first = transform.diff  # earliest index with a defined transformed value
+    first = transform.lag  # earliest index with a defined transformed value
     raw = raw_table(series)
     xs, ys, rs, starts = [], [], [], []
     for t in range(first + window, n - horizon + 1):
         xs.append(table[t - window: t])
         ys.append(table[t: t + horizon, 0])
-        rs.append(raw[t - window - transform.diff: t])
+        rs.append(raw[t - window - transform.lag: t])
         starts.append(t)
     starts = np.array(starts, dtype=np.int64)
     x = np.array(xs, dtype=np.float32).reshape(-1, window, table.shape[1])
     y = np.array(ys, dtype=np.float32).reshape(-1, horizon)
-    r = np.array(rs, dtype=np.float32).reshape(-1, window + transform.diff, table.shape[1])
+    r = np.array(rs, dtype=np.float32).reshape(-1, window + transform.lag, table.shape[1])
     tr = truth(series, starts, horizon).astype(np.float32)
     train = starts + horizon <= n_train
     test = starts >= n_train

@@ -3,16 +3,17 @@
 A gru-edge model takes windows of raw values [B, T + lag, F] (target column first, then the features) and returns
 forecasts in the data's units. Two layers sit around the GRU core:
 
-- ``Frame``: the target's log (optional), its lagged difference (``lag`` steps, 0 for none) and a fixed scaling of
-  every column, all fitted on the training part: z = (lx[:, lag:] - m * lx[:, :T] - offset) / scale, where m selects
-  the target column. The core sees the same stationary range however far the series has drifted, so int8 ranges
-  calibrated on the training part hold on the held-out part.
-- ``Unframe``: the inverse for the core's output: the change times the scale plus the mean, added to the level it is
-  taken from (the value ``lag`` steps before each target: in the window, or an earlier step's forecast), then exp.
+- ``Frame``: the target's log (optional), its lagged differences (``diffs``, applied in turn: ``lag`` = their sum
+  steps of history) and a fixed scaling of every column, all fitted on the training part. One difference d gives
+  z = (lx[:, d:] - m * lx[:, :T] - offset) / scale, where m selects the target column; several give the product
+  of (1 - B^d) as one sum of shifted slices. The core sees the same stationary range however far the series has
+  drifted, so int8 ranges calibrated on the training part hold on the held-out part.
+- ``Unframe``: the inverse for the core's output: the change times the scale plus the mean, added to the levels it
+  is taken from (the window's last ``lag`` values, or earlier steps' forecasts: constant weights), then exp.
 
-The lowering (gru_edge/lowering.py) writes the same arithmetic with builtin ops only: MAXIMUM, LOG, SPLIT_V, SUB,
-MUL, ADD, FULLY_CONNECTED (constant 0/1 matrices pick the levels and sum chained differences) and EXP; quantized
-recipes keep these ops in float so that raw values are never clipped by an int8 range.
+The lowering (gru_edge/lowering.py) writes the same arithmetic with builtin ops only: MAXIMUM, LOG, STRIDED_SLICE,
+SUB, MUL, ADD, FULLY_CONNECTED (constant matrices weigh the levels and chained differences) and EXP; int8 keeps these
+ops in float so that raw values are never clipped by an int8 range.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Framing:
     features: int  # columns of the input, the target first when ``target``
     target: bool = True
     log: bool = False
-    lag: int = 0
+    diffs: tuple[int, ...] = ()  # lagged differences applied in turn, e.g. (1, 12): (1 - B)(1 - B^12)
     mean: float = 0.0
     std: float = 1.0
     feature_mean: tuple[float, ...] = ()
@@ -40,17 +41,28 @@ class Framing:
     horizon: int = 1
 
     @property
+    def lag(self) -> int:
+        """Steps of history the differences need before the first value the GRU sees."""
+        return sum(self.diffs)
+
+    @property
     def input_steps(self) -> int:
         return self.window + self.lag
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"diffs": list(self.diffs), "lag": self.lag}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Framing":
         d = dict(d)
+        lag = d.pop("lag", 0)
+        d["diffs"] = tuple(d.get("diffs", (lag,) if lag else ()))  # a single 'lag' before several differences
         d["feature_mean"], d["feature_std"] = tuple(d.get("feature_mean", ())), tuple(d.get("feature_std", ()))
         return cls(**d)
+
+    def terms(self) -> list[tuple[int, float]]:
+        """The differences as one sum: z_t = lx_t + sum(p * lx_{t-j} for j, p in terms)."""
+        return difference_terms(self.diffs)
 
     # Constants of the graph, shared by the Keras layers and the lowering.
     def mask(self) -> np.ndarray:
@@ -68,25 +80,46 @@ class Framing:
                 ).astype(np.float32)
 
     def level_matrix(self) -> np.ndarray:
-        """[lag * F, horizon]: picks, from the last ``lag`` input frames flattened, the target's level that forecast
-        k is taken from (frame k mod lag; later forecasts add their differences, see ``chain_matrix``)."""
+        """[lag * F, horizon]: forecast k's weight on each of the last ``lag`` input frames (flattened, the target's
+        column only) when the differences are undone (see ``_undo``)."""
         q = np.zeros((self.lag * self.features, self.horizon), np.float32)
-        for k in range(self.horizon):
-            q[(k % self.lag) * self.features, k] = 1.0
+        q[:: self.features] = self._undo()[0]
         return q
 
     def chain_matrix(self) -> np.ndarray:
-        """[horizon, horizon]: forecast k is its level plus the differences k, k - lag, k - 2 lag, ..."""
-        c = np.zeros((self.horizon, self.horizon), np.float32)
-        for k in range(self.horizon):
-            c[k::-self.lag, k] = 1.0
-        return c
+        """[horizon, horizon]: forecast k's weight on each predicted difference (k's own, and earlier steps' when a
+        forecast's level is an earlier forecast)."""
+        return self._undo()[1].astype(np.float32)
+
+    def _undo(self) -> tuple[np.ndarray, np.ndarray]:
+        """Forecast k = lx_k = dz_k - sum(p * lx_{k-j}), where lx_{k-j} is one of the last ``lag`` frames of the
+        window (k - j < 0) or an earlier forecast: affine in both, with weights [lag, H] and [H, H]."""
+        lag, h = self.lag, self.horizon
+        frames, chain = np.zeros((lag, h)), np.zeros((h, h))
+        for k in range(h):
+            chain[k, k] = 1.0
+            for j, p in self.terms():
+                if k - j < 0:
+                    frames[lag + k - j, k] -= p
+                else:
+                    frames[:, k] -= p * frames[:, k - j]
+                    chain[:, k] -= p * chain[:, k - j]
+        return frames, chain
+
+
+def difference_terms(diffs) -> list[tuple[int, float]]:
+    """prod(1 - B^d for d in diffs) = 1 + sum(p * B^j for j, p in the result), terms with p == 0 left out."""
+    poly = np.zeros(sum(diffs) + 1)
+    poly[0] = 1.0
+    for d in diffs:
+        poly[d:] = poly[d:] - poly[: len(poly) - d].copy()
+    return [(j, float(p)) for j, p in enumerate(poly) if j and p]
 
 
 def from_transform(transform, window: int, features: int, horizon: int, target: bool = True) -> Framing:
     """The framing for a fitted gru_edge.data.Transform."""
     return Framing(window=window, features=features, target=target, log=bool(transform.log and target),
-                   lag=int(transform.diff if target else 0), mean=float(transform.mean), std=float(transform.std),
+                   diffs=tuple(int(d) for d in transform.diffs) if target else (), mean=float(transform.mean), std=float(transform.std),
                    feature_mean=tuple(transform.feature_mean), feature_std=tuple(transform.feature_std),
                    horizon=horizon)
 
@@ -108,8 +141,8 @@ def raw_windows(fr: Framing, z: np.ndarray) -> np.ndarray:
     raw[:, fr.lag:, cols] = z[:, :, cols] * np.asarray(fr.feature_std) + np.asarray(fr.feature_mean)
     if fr.target:
         d = z[:, :, 0] * fr.std + fr.mean
-        for t in range(fr.window):
-            raw[:, fr.lag + t, 0] = d[:, t] + (raw[:, t, 0] if fr.lag else 0.0)
+        for t in range(fr.lag, fr.input_steps):
+            raw[:, t, 0] = d[:, t - fr.lag] - sum(p * raw[:, t - j, 0] for j, p in fr.terms())
         if fr.log:
             raw[:, :, 0] = np.exp(raw[:, :, 0])
     return raw.astype(np.float32)
@@ -145,9 +178,9 @@ def _register():
         def call(self, x):
             f = self.framing
             lx = log_target(f, x)
-            d = lx
-            if f.lag:
-                d = lx[:, f.lag:] - ops.convert_to_tensor(f.mask()) * lx[:, : f.window]
+            d = lx[:, f.lag:]
+            for j, p in f.terms():
+                d = d + (p * ops.convert_to_tensor(f.mask())) * lx[:, f.lag - j: f.input_steps - j]
             return (d - ops.convert_to_tensor(f.offset())) * ops.convert_to_tensor(f.inverse_scale())
 
         def compute_output_shape(self, shape):

@@ -332,11 +332,19 @@ def _frame(tf, fr: Framing, lx):
     d = lx
     if fr.lag:
         with tf.name_scope(RAW):
-            earlier = lx[:, : fr.window]
-            if fr.features > 1:
-                earlier = tf.constant(fr.mask()) * earlier
-            d = lx[:, fr.lag:] - earlier
+            d = _difference(tf, fr, lx[:, fr.lag:], lambda j: lx[:, fr.lag - j: fr.input_steps - j])
     return (d - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
+
+
+def _difference(tf, fr: Framing, now, earlier):
+    """now + sum(p * m * earlier(j)) over the differences' terms (m: the target column; p = -1 is a SUB)."""
+    d = now
+    for j, p in fr.terms():
+        e = earlier(j)
+        if fr.features > 1:
+            e = tf.constant(fr.mask()) * e
+        d = d - e if p == -1 else d + p * e
+    return d
 
 
 def _unframe(tf, fr: Framing, out, last):
@@ -363,14 +371,11 @@ def _frame_step(tf, fr: Framing, frame, extra, b: int):
     with tf.name_scope(RAW):
         lf = tf.reshape(lf, [b, 1, f])
         tail = ring[:, 1:]  # frames count - lag .. count - 1
-        oldest = tail[:, :1]
-        if f > 1:
-            oldest = tf.constant(fr.mask()) * oldest
-        # Until ``lag`` frames are in, the ring holds zeros and lf - oldest is a raw level (~70 sigma on the log):
-        # the gate zeroes it, so the core never sees it (the state is held then anyway).
-        gate = tf.minimum(tf.nn.relu(count - (fr.lag - 1)), 1.0)
-        d = tf.reshape(gate, [b, 1, 1]) * (lf - oldest)
         ring_out = tf.concat([tail, lf], axis=1)
+        # Until ``lag`` frames are in, the ring holds zeros and the difference is a raw level (~70 sigma on the
+        # log): the gate zeroes it, so the core never sees it (the state is held then anyway).
+        gate = tf.minimum(tf.nn.relu(count - (fr.lag - 1)), 1.0)
+        d = tf.reshape(gate, [b, 1, 1]) * _difference(tf, fr, lf, lambda j: ring_out[:, fr.lag - j: fr.lag - j + 1])
         last = tf.reshape(ring_out[:, 1:], [b, fr.lag * f])
     z = (d - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
     new = {RING: ring_out, COUNT: tf.minimum(count + 1.0, float(fr.lag))}

@@ -47,8 +47,9 @@ def test_missing_file():
         data.load_series("nope.csv")
 
 
-@pytest.mark.parametrize("spec, expected", [("none", (False, 0)), ("log", (True, 0)), ("diff", (False, 1)),
-                                            ("log,diff12", (True, 12))])
+@pytest.mark.parametrize("spec, expected", [("none", (False, ())), ("log", (True, ())), ("diff", (False, (1,))),
+                                            ("log,diff12", (True, (12,))),
+                                            ("diff12,log,diff1", (True, (1, 12)))])
 def test_parse_transform(spec, expected):
     assert data.parse_transform(spec) == expected
 
@@ -81,8 +82,8 @@ def test_the_held_out_tail_never_shapes_any_scaling(synthetic_csv, spec):
     assert len(clean.feature_mean) == 3
 
 
-@pytest.mark.parametrize("spec", ["none", "log", "diff", "log,diff12", "diff3"])
-@pytest.mark.parametrize("horizon", [1, 3])
+@pytest.mark.parametrize("spec", ["none", "log", "diff", "log,diff12", "diff3", "log,diff1,diff12", "diff1,diff1"])
+@pytest.mark.parametrize("horizon", [1, 3, 14])
 def test_inverse_transform_recovers_the_truth(spec, horizon):
     """Feeding the true scaled targets through to_original gives back the original values exactly."""
     s = data.load_series("airline")

@@ -22,14 +22,14 @@ def _trend_csv(path, rows=180, seed=0):
 
 
 @pytest.mark.parametrize("spec,features,horizon", [("log,diff3", (), 7), ("diff1", ("u",), 3), ("log", ("u",), 2),
-                                                   ("none", (), 1)])
+                                                   ("none", (), 1), ("diff1,diff3", ("u",), 5)])
 def test_frame_and_unframe_are_the_transform_and_its_inverse(tmp_path, spec, features, horizon):
     series = data.load_series(_trend_csv(tmp_path / "s.csv"), "y", features)
     tr = data.fit_transform(series, 140, spec)
     win = data.make_windows(series, tr, 6, horizon, 40)
     fr = framing.from_transform(tr, 6, 1 + len(features), horizon)
     frame, unframe = (cls(fr.to_dict()) for cls in framing.layers())
-    assert win.train_raw.shape[1] == 6 + tr.diff
+    assert win.train_raw.shape[1] == 6 + tr.lag
     np.testing.assert_allclose(np.asarray(frame(win.train_raw)), win.train_x, rtol=1e-4, atol=1e-4)
     # The targets the core learns, unframed, are the data's own values (horizon > lag chains the differences).
     back = np.asarray(unframe([win.test_y, win.test_raw]))
@@ -37,13 +37,14 @@ def test_frame_and_unframe_are_the_transform_and_its_inverse(tmp_path, spec, fea
     np.testing.assert_allclose(back, tr.to_original(win.test_y, series, win.test_first_target), rtol=1e-5)
 
 
-def test_lowered_framing_full_and_step_match_keras(tmp_path):
+@pytest.mark.parametrize("spec", ["log,diff4", "log,diff1,diff4"])
+def test_lowered_framing_full_and_step_match_keras(tmp_path, spec):
     """gru-edge's graph computes what the Keras layers compute, and the step signature (ring of lagged frames)
-    fed one raw frame at a time ends where the full sequence does."""
+    fed one raw frame at a time ends where the full sequence does (one difference, and two in turn)."""
     with quiet_tensorflow():
         import tensorflow as tf
     series = data.load_series(_trend_csv(tmp_path / "s.csv"), "y", ("u",))
-    tr = data.fit_transform(series, 140, "log,diff4")
+    tr = data.fit_transform(series, 140, spec)
     win = data.make_windows(series, tr, 5, 6, 30)
     fr = framing.from_transform(tr, 5, 2, 6)
     import keras
@@ -53,7 +54,7 @@ def test_lowered_framing_full_and_step_match_keras(tmp_path):
     x = win.test_raw[:4]
     want = np.asarray(full(x))
     lowered = lowering.read_model(full)
-    assert lowered.time_steps == 9 and lowered.steps == 5 and lowered.framing == fr
+    assert lowered.time_steps == 5 + tr.lag and lowered.steps == 5 and lowered.framing == fr
     fns = lowering.build_functions(lowered, 4, streaming=True)
     got = fns[lowering.SERVE](tf.constant(x))[lowered.output_name].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -117,8 +118,8 @@ def test_auto_candidates_are_valid_for_the_series():
     rng = np.random.default_rng(0)
     positive = 100 + np.cumsum(rng.normal(0, 1, 120)) + 20 * np.sin(np.arange(120) * 2 * np.pi / 12)
     s = data.Series("test", "0" * 64, "y", positive)
-    assert data.candidate_transforms(s, 96, 12) == ["log,diff12"] or data.candidate_transforms(s, 96, 12) == [
-        "diff12"]
+    # a random walk plus a season: its yearly changes are sums of 12 steps, so KPSS asks for a first difference too
+    assert [c.removeprefix("log,") for c in data.candidate_transforms(s, 96, 12)] == ["diff1,diff12"]
     held_out_zero = positive.copy()
     held_out_zero[110] = 0.0
     assert not any("log" in c for c in data.candidate_transforms(data.Series("t", "0" * 64, "y", held_out_zero),
@@ -128,3 +129,17 @@ def test_auto_candidates_are_valid_for_the_series():
     noise = 50 + rng.normal(0, 1, 38)
     assert data.seasonal_strength(noise, 12) == 0.0  # 38 values: fewer than four seasons of 12
     assert data.seasonal_strength(positive[:96], 12) > 0.64
+
+
+def test_kpss_adds_a_first_difference_when_the_seasonal_differences_wander():
+    """KPSS: white noise is level-stationary, a random walk is not. 'auto' differences a strongly seasonal series
+    once more when its year-on-year changes wander (as USAccDeaths' do), and only seasonally when they do not."""
+    rng = np.random.default_rng(1)
+    assert data.kpss(rng.normal(size=200)) < data.KPSS_5PCT < data.kpss(np.cumsum(rng.normal(size=200)))
+    season = 30 * np.sin(np.arange(120) * 2 * np.pi / 12)
+    wandering = 500 + season + np.cumsum(np.cumsum(rng.normal(0, 0.5, 120)))  # the yearly changes drift
+    steady = 500 + season + rng.normal(0, 2, 120)
+    pick = lambda y: data.candidate_transforms(data.Series("t", "0" * 64, "y", y), 96, 12)  # noqa: E731
+    assert [c.removeprefix("log,") for c in pick(wandering)] == ["diff1,diff12"]
+    assert [c.removeprefix("log,") for c in pick(steady)] == ["diff12"]
+

@@ -28,6 +28,7 @@ def test_training_card(r1_run):
                              "train_windows": 96, "heldout_windows": 24, "heldout_first_target": 120}
     assert card["transform"]["spec"] == "log,diff12" and card["window"] == 12 and card["seed"] == 0
     assert card["input_steps"] == 24 and card["framing"]["lag"] == 12 and card["framing"]["log"]
+    assert card["framing"]["diffs"] == [12] and card["transform"]["diffs"] == [12]
     m = card["metrics"]
     assert m["units"] == "passengers" and m["seasonal_naive_rmse"] == pytest.approx(49.9867, abs=1e-3)
     assert card["model"]["epochs"] <= card["model"]["max_epochs"] == 5
