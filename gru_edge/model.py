@@ -156,6 +156,22 @@ def _fit_core(cfg: TrainConfig, win: data.Windows, fit: np.ndarray, val: np.ndar
     return model, best, len(losses)
 
 
+def _shrink(core, x: np.ndarray, y: np.ndarray) -> float:
+    """How far to trust the core's predicted change on the validation windows: the least-squares factor in [0, 1]
+    on its scaled output (0: always the training part's mean change, the naive forecast with drift; 1: as trained).
+    A core that learned noise on a series close to a random walk is pulled towards the forecast it cannot beat."""
+    p = np.asarray(core(x, training=False), np.float64)
+    pp = float(np.sum(p * p))
+    return 1.0 if pp == 0 else float(np.clip(np.sum(p * y) / pp, 0.0, 1.0))
+
+
+def _shrink_head(core, factor: float) -> None:
+    """Scale the linear head's kernel and bias by ``factor`` (the scaled output times ``factor``)."""
+    if factor != 1.0:
+        head = core.layers[-1]
+        head.set_weights([w * factor for w in head.get_weights()])
+
+
 def _compiled(cfg: TrainConfig, win: data.Windows, n_out: int, classify: bool, keras):
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.window, win.train_x.shape[2], cfg.units, cfg.layers, n_out, classes=classify)
@@ -206,8 +222,10 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         log(f"training {cfg.layers}x GRU({cfg.units}) on {int(fit.sum())} windows, transform "
             f"'{transform.spec}', up to {cfg.epochs} epochs, validating on {int(val.sum())}")
         core, best, ran = _fit_core(cfg, win, fit, val, n_out, classify, keras)
+        shrink = 1.0 if classify else _shrink(core, win.train_x[val], win.train_y[val])
+        _shrink_head(core, shrink)
         trials.append({"transform": transform.spec, "validation_score": _score(core, fr, win, val, classify),
-                       "best_epochs": best, "epochs_run": ran, "_prep": (transform, win, fr)})
+                       "best_epochs": best, "epochs_run": ran, "shrink": shrink, "_prep": (transform, win, fr)})
     if not trials:
         raise DataError(f"Too few training windows to hold out the last {v} training values for early stopping and "
                         "the transform's choice; give more data, or a smaller --window or --test-size.")
@@ -218,6 +236,7 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
     core = _compiled(cfg, win, n_out, classify, keras)
     history = core.fit(win.train_x, win.train_y, epochs=epochs, batch_size=cfg.batch_size, shuffle=True,
                        verbose=0).history["loss"]
+    _shrink_head(core, chosen["shrink"])
     seconds = time.perf_counter() - started
     model = framing.wrap(core, fr, core.name)
 
@@ -260,6 +279,7 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         "framing": fr.to_dict(),
         "input_range": {"min": [float(v) for v in raw_min], "max": [float(v) for v in raw_max]},
         "model": {"units": cfg.units, "layers": cfg.layers, "epochs": epochs, "max_epochs": cfg.epochs,
+                  "shrink": chosen["shrink"],
                   "patience": cfg.patience, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate},
         "season": season,
         "seed": cfg.seed,

@@ -29,6 +29,7 @@ def test_training_card(r1_run):
     assert card["transform"]["spec"] == "log,diff12" and card["window"] == 12 and card["seed"] == 0
     assert card["input_steps"] == 24 and card["framing"]["lag"] == 12 and card["framing"]["log"]
     assert card["framing"]["diffs"] == [12] and card["transform"]["diffs"] == [12]
+    assert 0.0 <= card["model"]["shrink"] <= 1.0
     m = card["metrics"]
     assert m["units"] == "passengers" and m["seasonal_naive_rmse"] == pytest.approx(49.9867, abs=1e-3)
     assert card["model"]["epochs"] <= card["model"]["max_epochs"] == 5
@@ -40,6 +41,18 @@ def test_training_card(r1_run):
     values = data.load_series("airline").values
     assert np.array_equal(win["test_x"][0, :, 0], values[120 - 24: 120].astype(np.float32))
     assert np.array_equal(win["test_y"][:, 0], values[120:].astype(np.float32))
+
+
+def test_shrink_scales_the_predicted_change_by_its_validation_fit():
+    """The head is scaled by the least-squares factor of the core's output on the validation targets, kept in
+    [0, 1]: half the signal gives 0.5, an anti-correlated core 0 (the mean change, naive with drift), a timid one 1."""
+    core = model.build_model(4, 1, 3, 1, 1)
+    x = np.random.default_rng(0).normal(size=(32, 4, 1)).astype(np.float32)
+    p = np.asarray(core(x))
+    assert model._shrink(core, x, 0.5 * p) == pytest.approx(0.5, rel=1e-4)
+    assert model._shrink(core, x, -p) == 0.0 and model._shrink(core, x, 3 * p) == 1.0
+    model._shrink_head(core, 0.25)
+    np.testing.assert_allclose(np.asarray(core(x)), 0.25 * p, rtol=1e-4, atol=1e-6)
 
 
 def test_r2_shape_from_a_csv_with_features(r2_run):
