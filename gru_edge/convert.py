@@ -231,6 +231,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
         "op_versions": info.op_versions,
         "converter_bytes": len(converted),
         "calibration_samples": event["calibration_samples"],
+        "level_margin": event.get("level_margin"),  # int16x8 on a differencing model: raw levels it reads unclipped
         "convert_seconds": event["seconds"],
     }
     target.write_bytes(payload)
