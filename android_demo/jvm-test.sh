@@ -59,4 +59,5 @@ fi
 classes=$(cd "$test_src" && ls *Test.kt | sed 's/\.kt$//; s/^/dev.gruedge.demo.parity./')
 echo "JUnit 4 on the JVM: the Kotlin parity core of android_demo (kotlinc $KOTLIN_VERSION)"
 # shellcheck disable=SC2086
-java -cp "$classpath:$build/tests.jar:$junit:$hamcrest" org.junit.runner.JUnitCore $classes
+java -Ddemo.assets="$here/app/src/main/assets/gru_edge" -cp "$classpath:$build/tests.jar:$junit:$hamcrest" \
+  org.junit.runner.JUnitCore $classes

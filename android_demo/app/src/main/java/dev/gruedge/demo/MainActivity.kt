@@ -9,6 +9,7 @@ import android.widget.LinearLayout
 import android.widget.ScrollView
 import android.widget.TextView
 import androidx.appcompat.app.AppCompatActivity
+import dev.gruedge.demo.parity.Sidecar
 import java.util.concurrent.Executors
 
 /**
@@ -41,8 +42,8 @@ class MainActivity : AppCompatActivity() {
                     val r = DeviceParity.run(assets, bundle, wantGpu, cpuFallback = gpu?.get("fallback") != "none")
                     post { show(r) }
                 }
-                val signatures = sidecar["signatures"] as? List<*> ?: emptyList<Any>()
-                if (ModelRunner.STEP in signatures) post { streamingSection(bundle, sidecar) }
+                val card = Sidecar(sidecar)
+                if (ModelRunner.STEP in card.signatures) post { streamingSection(bundle, card) }
             } catch (e: Exception) {
                 post { line("Error: ${e.message}", bold = true) }
             }
@@ -61,14 +62,12 @@ class MainActivity : AppCompatActivity() {
         rep.failures.forEach { line("  - $it") }
     }
 
-    private fun streamingSection(bundle: dev.gruedge.demo.parity.Bundle, sidecar: Map<*, *>) {
+    private fun streamingSection(bundle: dev.gruedge.demo.parity.Bundle, sidecar: Sidecar) {
         line("Streaming: one time step at a time", bold = true)
         val running = line("")
         val button = Button(this).apply { text = "Stream the first held-out sequence" }
         column.addView(button)
-        val sizes = stateSizes(sidecar)
-        // The model returns the data's units (gru-edge puts the transform and its inverse in the graph).
-        val units = ((sidecar["task"] as? Map<*, *>)?.get("units") as? String).orEmpty()
+        val sizes = sidecar.stateSizes
         button.setOnClickListener {
             worker.execute {
                 ModelRunner.open(assets, DemoAssets.MODEL, wantGpu = false, cpuFallback = true).use { runner ->
@@ -77,22 +76,14 @@ class MainActivity : AppCompatActivity() {
                     val features = bundle.inputs.shape[2]
                     for (t in 0 until bundle.inputs.shape[1]) {
                         val y = stream.push(seq.copyOfRange(t * features, (t + 1) * features))
-                        post { running.text = "t = ${t + 1}: forecast ${y.joinToString { "%.4g".format(it) }} $units" }
+                        post { running.text = "t = ${t + 1}: forecast ${sidecar.forecastText(y)}" }
                         Thread.sleep(150)
                     }
                     val full = bundle.expected.values.first().row(0)
-                    post { running.append("\nfull-sequence forecast (Keras): ${full.joinToString { "%.4g".format(it) }} $units") }
+                    post { running.append("\nfull-sequence forecast (Keras): ${sidecar.forecastText(full)}") }
                 }
             }
         }
-    }
-
-    /** State sizes (floats per batch row) of the `step` signature, from the sidecar's listing of the model: the GRU
-     *  states [1, U] and, for a differenced model, the ring of lagged frames [1, lag + 1, F] and its count [1, 1]. */
-    private fun stateSizes(sidecar: Map<*, *>): List<Int> {
-        val steps = (sidecar["step_signature"] as? Map<*, *>)?.get("inputs") as? List<*> ?: return emptyList()
-        return steps.mapNotNull { it as? Map<*, *> }.filter { (it["name"] as String).startsWith("state_") }
-            .map { (it["shape"] as List<*>).drop(1).fold(1) { size, d -> size * (d as Number).toInt() } }
     }
 
     private fun line(text: String, bold: Boolean = false): TextView = TextView(this).also {
