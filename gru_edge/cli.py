@@ -79,7 +79,8 @@ def cli():
 @click.option("--data", default="airline", show_default=True, help="'airline' (built in) or a CSV file with a header")
 @click.option("--column", help="Target column (default: the dataset's target, or a CSV's last column)")
 @click.option("--features", default="", help="Extra input columns, comma-separated")
-@click.option("--window", type=click.IntRange(min=1), default=12, show_default=True, help="Time steps per input")
+@click.option("--window", type=click.IntRange(min=1),
+              help="Time steps per input (default: 12; with --transform auto and no season, 4 or 12)")
 @click.option("--horizon", type=click.IntRange(min=1), default=1, show_default=True, help="Steps predicted at once")
 @click.option("--units", type=click.IntRange(min=1), default=32, show_default=True, help="GRU units per layer")
 @click.option("--layers", type=click.IntRange(min=1, max=8), default=1, show_default=True, help="Stacked GRU layers")
@@ -92,8 +93,8 @@ def cli():
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same weights")
 @click.option("--task", type=click.Choice(["regression", "classification"]), default="regression", show_default=True,
               help="classification: --column holds class indices, --features are the inputs, softmax head")
-@click.option("--transform", help="auto, none, log, diff, diffN or e.g. 'log,diff12' (default: airline's "
-              "log,diff12; CSV: auto, chosen on the validation split)")
+@click.option("--transform", help="auto, none, log, diff, diffN, combined as in 'log,diff12' or 'diff1,diff12' "
+              "(default: airline's log,diff12; CSV: auto, see README)")
 @click.option("--test-size", type=click.IntRange(min=1), help="Values held out at the end (airline: 24; CSV: 20%)")
 @click.option("--season", type=click.IntRange(min=1),
               help="Season length: for the seasonal-naive baseline and the seasonal difference 'auto' may choose")

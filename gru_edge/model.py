@@ -18,6 +18,7 @@ from gru_edge.lowering import SUPPORTED_LAYERS
 MODEL = "model.keras"
 CARD = "training.json"
 WINDOWS = "windows.npz"
+DEFAULT_WINDOW, SHORT_WINDOW = 12, 4
 CARD_FORMAT = "gru-edge-training/3"  # /2: the card names its model's and windows' sha256; /3: raw units in and out
 
 
@@ -26,7 +27,7 @@ class TrainConfig:
     data: str = data.AIRLINE
     column: str | None = None
     features: tuple[str, ...] = ()
-    window: int = 12
+    window: int | None = None  # None: 12, or for 'auto' on a series without a season 4 or 12 (validation split)
     horizon: int = 1
     units: int = 32
     layers: int = 1
@@ -94,7 +95,7 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     """Train on the chronological training part and write the model, training card and windows into ``run_dir``.
 
     The run folder is written whole or not at all (gru_edge.outputs); it is checked before training starts."""
-    for name, value in (("window", cfg.window), ("horizon", cfg.horizon), ("units", cfg.units),
+    for name, value in (("window", DEFAULT_WINDOW if cfg.window is None else cfg.window), ("horizon", cfg.horizon), ("units", cfg.units),
                         ("layers", cfg.layers), ("epochs", cfg.epochs), ("batch-size", cfg.batch_size)):
         if value < 1:
             raise DataError(f"--{name} must be at least 1, got {value}.")
@@ -114,22 +115,27 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
         raise DataError(f"--test-size {test_size} leaves no training data in a series of {len(series)} values.")
     n_train = len(series) - test_size
     candidates = data.candidate_transforms(series, n_train, season) if spec == data.AUTO else [spec]
+    # 'auto' on a series without a season also compares a short window: a yearly series of ~100 values has ~50
+    # windows of 12 to learn from, and its memory is often a few steps (LakeHuron: AR(2)).
+    windows = [cfg.window] if cfg.window is not None else [SHORT_WINDOW, DEFAULT_WINDOW] if (
+        spec == data.AUTO and not season and not classify) else [DEFAULT_WINDOW]
     prepared, errors = [], []
     for c in candidates:
-        try:
-            transform = data.fit_transform(series, n_train, c)
-            if classify:
-                win = data.make_class_windows(series, transform, cfg.window, test_size)
-            else:
-                win = data.make_windows(series, transform, cfg.window, cfg.horizon, test_size)
-        except DataError as e:  # e.g. too few rows for a seasonal difference: 'auto' tries the others
-            errors.append((c, e))
-            continue
-        prepared.append((transform, win))
+        for w in windows:
+            try:
+                transform = data.fit_transform(series, n_train, c)
+                if classify:
+                    win = data.make_class_windows(series, transform, w, test_size)
+                else:
+                    win = data.make_windows(series, transform, w, cfg.horizon, test_size)
+            except DataError as e:  # e.g. too few rows for a seasonal difference: 'auto' tries the others
+                errors.append((c, w, e))
+                continue
+            prepared.append((transform, win))
     if not prepared:
-        raise errors[0][1]
-    for c, e in errors:
-        log(f"transform '{c}' skipped: {e}")
+        raise errors[0][2]
+    for c, w, e in errors:
+        log(f"transform '{c}', window {w} skipped: {e}")
     with outputs.staged(run_dir, outputs.RUN) as stage:
         model, card = _fit(cfg, series, prepared, test_size, season, spec, log)
         _write_run(stage, model, card["_windows"], card)
@@ -174,7 +180,7 @@ def _shrink_head(core, factor: float) -> None:
 
 def _compiled(cfg: TrainConfig, win: data.Windows, n_out: int, classify: bool, keras):
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg.window, win.train_x.shape[2], cfg.units, cfg.layers, n_out, classes=classify)
+    model = build_model(win.train_x.shape[1], win.train_x.shape[2], cfg.units, cfg.layers, n_out, classes=classify)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss="sparse_categorical_crossentropy" if classify else "mse")
     return model
@@ -218,13 +224,14 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
             if len(prepared) > 1:
                 log(f"transform '{transform.spec}' skipped: too few windows to hold out {v} values")
             continue
-        fr = framing.from_transform(transform, cfg.window, win.train_x.shape[2], cfg.horizon, target=not classify)
-        log(f"training {cfg.layers}x GRU({cfg.units}) on {int(fit.sum())} windows, transform "
+        _, w, n_in = win.train_x.shape
+        fr = framing.from_transform(transform, w, n_in, cfg.horizon, target=not classify)
+        log(f"training {cfg.layers}x GRU({cfg.units}) on {int(fit.sum())} windows of {w}, transform "
             f"'{transform.spec}', up to {cfg.epochs} epochs, validating on {int(val.sum())}")
         core, best, ran = _fit_core(cfg, win, fit, val, n_out, classify, keras)
         shrink = 1.0 if classify else _shrink(core, win.train_x[val], win.train_y[val])
         _shrink_head(core, shrink)
-        trials.append({"transform": transform.spec, "validation_score": _score(core, fr, win, val, classify),
+        trials.append({"transform": transform.spec, "window": w, "validation_score": _score(core, fr, win, val, classify),
                        "best_epochs": best, "epochs_run": ran, "shrink": shrink, "_prep": (transform, win, fr)})
     if not trials:
         raise DataError(f"Too few training windows to hold out the last {v} training values for early stopping and "
@@ -232,7 +239,8 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
     chosen = min(trials, key=lambda t: t["validation_score"])
     transform, win, fr = chosen["_prep"]
     epochs = chosen["best_epochs"]
-    log(f"final model: transform '{transform.spec}', {epochs} epochs on all {len(win.train_x)} training windows")
+    log(f"final model: transform '{transform.spec}', window {fr.window}, {epochs} epochs on all "
+        f"{len(win.train_x)} training windows")
     core = _compiled(cfg, win, n_out, classify, keras)
     history = core.fit(win.train_x, win.train_y, epochs=epochs, batch_size=cfg.batch_size, shuffle=True,
                        verbose=0).history["loss"]
@@ -269,7 +277,7 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         "task": task,
         "data": {"source": series.source, "sha256": series.sha256, "rows": len(series), "column": series.column,
                  "features": list(series.feature_names)},
-        "window": cfg.window, "input_steps": fr.input_steps, "horizon": cfg.horizon,
+        "window": fr.window, "input_steps": fr.input_steps, "horizon": cfg.horizon,
         "n_features": int(win.train_x.shape[2]),
         "split": {"kind": "chronological", "train_rows": n_train, "heldout_rows": test_size,
                   "validation_rows": v, "train_windows": len(win.train_x), "heldout_windows": len(win.test_x),

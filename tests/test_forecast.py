@@ -167,3 +167,19 @@ def test_int16x8_keeps_the_widest_level_margin_that_holds(tmp_path):
     want = np.asarray(model.load_model(run.model_path)(x))
     got = runtime.Runner(out.path).run(x)["forecast"]
     np.testing.assert_allclose(got, want, rtol=0.03, atol=0.03 * np.abs(want).max())
+
+
+def test_auto_compares_a_short_window_on_a_series_without_a_season(tmp_path):
+    """'auto' without a season trains each candidate transform with windows of 4 and 12 and keeps the pair with
+    the lowest validation RMSE; a --window given, or a season, keeps that one window."""
+    csv = _trend_csv(tmp_path / "s.csv")
+    quick = dict(data=str(csv), column="y", units=4, epochs=3, patience=2)
+    card = model.train(model.TrainConfig(**quick), tmp_path / "auto").card
+    trials = card["transform_trials"]
+    assert sorted(t["window"] for t in trials) == [4] * (len(trials) // 2) + [12] * (len(trials) // 2)
+    best = min(trials, key=lambda t: t["validation_score"])
+    assert (card["window"], card["transform"]["spec"]) == (best["window"], best["transform"])
+    assert card["input_steps"] == card["window"] + card["framing"]["lag"]
+    for extra in ({"window": 6}, {"season": 12}):
+        card = model.train(model.TrainConfig(**quick, **extra), tmp_path / str(extra)).card
+        assert {t["window"] for t in card["transform_trials"]} == {extra.get("window", 12)}
