@@ -333,7 +333,22 @@ def _frame(tf, fr: Framing, lx):
     if fr.lag:
         with tf.name_scope(RAW):
             d = _difference(tf, fr, lx[:, fr.lag:], lambda j: lx[:, fr.lag - j: fr.input_steps - j])
-    return (d - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
+    return _scale(tf, fr, d)
+
+
+# MAXIMUM with this stops TensorFlow's converter from folding a centring into the next op (never reached by data).
+LOWEST = -1e30
+
+
+def _scale(tf, fr: Framing, d):
+    """(d - offset) / scale; a column far from zero (Framing.centre) is centred first in float, behind a MAXIMUM
+    that the converter cannot fold into the input projection."""
+    offset, hi = fr.offset(), fr.centre()
+    if hi is not None:
+        with tf.name_scope(RAW):
+            d = tf.maximum(d - tf.constant(hi), LOWEST)
+        offset = offset - hi
+    return (d - tf.constant(offset)) * tf.constant(fr.inverse_scale())
 
 
 def _difference(tf, fr: Framing, now, earlier):
@@ -349,10 +364,14 @@ def _difference(tf, fr: Framing, now, earlier):
 
 def _unframe(tf, fr: Framing, out, last):
     """The core's output [B, H] -> data units; ``last``: the target's last ``lag`` frames, flattened [B, lag*F]."""
-    dz = out * fr.std + fr.mean
-    if not fr.lag and not fr.log:
+    hi = fr.centre()
+    hi = 0.0 if hi is None else float(hi[0])
+    dz = out * fr.std + (fr.mean - hi)  # folded into the head: small numbers when the mean is centred below
+    if not fr.lag and not fr.log and not hi:
         return dz
     with tf.name_scope(RAW):
+        if hi:
+            dz = tf.maximum(dz, LOWEST) + hi
         if fr.lag:
             dz = tf.matmul(last, tf.constant(fr.level_matrix())) + tf.matmul(dz, tf.constant(fr.chain_matrix()))
         return tf.exp(dz) if fr.log else dz
@@ -365,8 +384,7 @@ def _frame_step(tf, fr: Framing, frame, extra, b: int):
     f = fr.features
     lf = _log_target(tf, fr, frame)
     if not fr.lag:
-        z = (lf - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
-        return tf.reshape(z, [b, 1, f]), None, None, {}
+        return tf.reshape(_scale(tf, fr, lf), [b, 1, f]), None, None, {}
     ring, count = extra
     with tf.name_scope(RAW):
         lf = tf.reshape(lf, [b, 1, f])
@@ -377,6 +395,6 @@ def _frame_step(tf, fr: Framing, frame, extra, b: int):
         gate = tf.minimum(tf.nn.relu(count - (fr.lag - 1)), 1.0)
         d = tf.reshape(gate, [b, 1, 1]) * _difference(tf, fr, lf, lambda j: ring_out[:, fr.lag - j: fr.lag - j + 1])
         last = tf.reshape(ring_out[:, 1:], [b, fr.lag * f])
-    z = (d - tf.constant(fr.offset())) * tf.constant(fr.inverse_scale())
+    z = _scale(tf, fr, d)
     new = {RING: ring_out, COUNT: tf.minimum(count + 1.0, float(fr.lag))}
     return z, gate, last, new
