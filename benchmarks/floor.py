@@ -22,7 +22,7 @@ from pathlib import Path
 from gru_edge import bench, convert as convert_mod, lowering
 from gru_edge.compact import compact
 from gru_edge.io import quiet_tensorflow
-from gru_edge.model import load_model
+from gru_edge.runs import load_model
 
 
 def floor_model(model_path: Path, out: Path) -> Path:

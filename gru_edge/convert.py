@@ -15,7 +15,7 @@ from gru_edge.compact import compact
 from gru_edge.step_ranges import share_step_ranges
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError, ParityError
 from gru_edge.io import child_command, sha256_file, signal_name
-from gru_edge.model import WINDOWS, load_card, windows_file
+from gru_edge.runs import WINDOWS, load_card, windows_file
 from gru_edge.recipes import Recipe
 
 SIDECAR_FORMAT = "gru-edge-sidecar/2"  # /2: names the .tflite's sha256

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import data, lowering, model as model_mod
+from gru_edge import data, lowering, runs
 from gru_edge.errors import ConversionError, GruEdgeError
 from gru_edge.io import quiet_tensorflow
 from gru_edge.recipes import Recipe
@@ -294,7 +294,7 @@ def main(request_path: str) -> int:
     try:
         with quiet_tensorflow():
             import tensorflow as tf
-        keras_model = model_mod.load_model(Path(req["model"]))
+        keras_model = runs.load_model(Path(req["model"]))
         lowered = lowering.read_model(keras_model)
         train_x = None
         input_range = tuple(req["input_range"]) if req.get("input_range") else None

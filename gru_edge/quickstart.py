@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gru_edge import convert as convert_mod, model as model_mod, outputs, recipes, verify as verify_mod
+from gru_edge import convert as convert_mod, model as model_mod, outputs, recipes, runs, verify as verify_mod
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
             f"{m.get('seasonal_naive_rmse', float('nan')):.2f})")
         converted = convert_mod.convert(trained.model_path, names, stage / "models", log=log)
         rows = []
-        keras_model = model_mod.load_model(trained.model_path)
+        keras_model = runs.load_model(trained.model_path)
         for cm in converted.models:
             result = verify_mod.verify(trained.model_path, cm.path, stage / "bundles" / cm.recipe,
                                        keras_model=keras_model)
@@ -69,8 +69,8 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
                             rep.psnr_db, rep.task.relative_delta if rep.task else None, rep.passed,
                             out_dir / "bundles" / cm.recipe))
             log(f"  verified {cm.recipe}: {'PASS' if rep.passed else 'FAIL'}")
-        trained = replace(trained, run_dir=out_dir / "run", model_path=out_dir / "run" / model_mod.MODEL,
-                          card_path=out_dir / "run" / model_mod.CARD)
+        trained = replace(trained, run_dir=out_dir / "run", model_path=out_dir / "run" / runs.MODEL,
+                          card_path=out_dir / "run" / runs.CARD)
         result = QuickstartResult(out_dir, trained, tuple(rows), round(time.perf_counter() - started, 1))
         (stage / "summary.json").write_text(json.dumps({"format": outputs.SUMMARY_FORMAT, **result.to_dict()}, indent=2)
                                             + "\n")

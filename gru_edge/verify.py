@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import data, framing, model as model_mod, outputs, parity, recipes, tflite_model
+from gru_edge import data, framing, outputs, parity, recipes, runs, tflite_model
 from gru_edge.bundle import Task, write_bundle_files
 from gru_edge.convert import load_sidecar
 from gru_edge.errors import ParityError
@@ -43,7 +43,7 @@ def make_samples(model_path: Path, card: dict | None, time_steps: int, features:
     """Held-out windows from the training card plus edge cases; generated sequences when there is no card (in the
     model's own scale when it has a Frame layer: ``framing_``)."""
     if card is not None:
-        win = model_mod.load_windows(model_path, card)
+        win = runs.load_windows(model_path, card)
         base, targets = win["test_x"], win["test_y"]
         if card["task"]["kind"] == "classification":  # class indices -> one-hot, shaped like the outputs
             targets = np.eye(n_outputs, dtype=np.float32)[targets[:, 0].astype(np.int64)]
@@ -116,7 +116,7 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
     tol, recipe, source, more = tolerances_for(tflite_path, sidecar, recipe_name)
     notes += more
     with outputs.staged(bundle_dir, outputs.BUNDLE) if bundle_dir is not None else nullcontext() as stage:
-        keras_model = keras_model or model_mod.load_model(keras_path)
+        keras_model = keras_model or runs.load_model(keras_path)
         _, t, f = keras_model.inputs[0].shape
         o = int(keras_model.outputs[0].shape[-1])
         taken = [list(i.shape) for i in info.main_signature().inputs]
@@ -124,7 +124,7 @@ def verify(keras_path: Path, tflite_path: Path, bundle_dir: Path | None = None,
             raise ParityError(f"{tflite_path.name} takes input {' and '.join(map(str, taken)) or 'nothing'} but "
                               f"{keras_path.name} takes [N, {t}, {f}]: they are not the same model. Convert "
                               f"{keras_path.name} again.")
-        card = model_mod.load_card(keras_path)
+        card = runs.load_card(keras_path)
         samples = make_samples(keras_path, card, int(t), int(f), o, framing_=framing.of_model(keras_model))
         expected_arr = np.asarray(keras_model(samples.inputs, training=False), np.float32)
         precision = ((sidecar or {}).get("gpu") or {}).get("precision", "fp16")

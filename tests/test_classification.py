@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from gru_edge import convert, data, model
+from gru_edge import convert, data, model, runs
 from gru_edge.errors import DataError
 from gru_edge.verify import verify
 
@@ -13,7 +13,7 @@ def test_classifier_learns_the_known_answer(cls_run):
     assert card["task"] == {"kind": "classification", "metric": "accuracy", "classes": 3}
     m = card["metrics"]
     assert m["heldout_accuracy"] > m["majority_class_accuracy"] + 0.2
-    keras_model = model.load_model(cls_run / "model.keras")
+    keras_model = runs.load_model(cls_run / "model.keras")
     assert keras_model.layers[-1].get_config()["activation"] == "softmax"
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gru_edge import data, framing, lowering, model
+from gru_edge import data, framing, lowering, model, runs
 from gru_edge.cli import cli
 from gru_edge.io import quiet_tensorflow
 
@@ -165,7 +165,7 @@ def test_int16x8_keeps_the_widest_level_margin_that_holds(tmp_path):
     assert rep.passed, rep.failures
     # A held-out window moved up to the margin: the same differences, so the forecast moves with it, unclipped.
     x = np.load(run.run_dir / "windows.npz")["test_x"][:4] * np.float32(margin)
-    want = np.asarray(model.load_model(run.model_path)(x))
+    want = np.asarray(runs.load_model(run.model_path)(x))
     got = runtime.Runner(out.path).run(x)["forecast"]
     np.testing.assert_allclose(got, want, rtol=0.03, atol=0.03 * np.abs(want).max())
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gru_edge import bundle as bundle_mod, model as model_mod
+from gru_edge import bundle as bundle_mod, runs
 from gru_edge.convert import load_sidecar
 from gru_edge.io import sha256_file
 
@@ -40,8 +40,8 @@ def _timed(args: list, cwd: Path) -> float:
 
 
 def _whole_run(folder: Path) -> bool:
-    card = model_mod.load_card(folder / "model.keras")  # raises unless the card is bound to this model
-    model_mod.load_windows(folder / "model.keras", card)  # ... and to these windows
+    card = runs.load_card(folder / "model.keras")  # raises unless the card is bound to this model
+    runs.load_windows(folder / "model.keras", card)  # ... and to these windows
     return set(_tree(folder)) == {"model.keras", "training.json", "windows.npz"} and card["seed"] == 1
 
 

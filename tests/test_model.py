@@ -3,13 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from gru_edge import model
+from gru_edge import model, runs
 from gru_edge.errors import DataError, ModelError
 from gru_edge.io import quiet_tensorflow
 
 
 def _weights(path):
-    return [np.asarray(w) for w in model.load_model(path).get_weights()]
+    return [np.asarray(w) for w in runs.load_model(path).get_weights()]
 
 
 def test_same_seed_same_weights_and_other_seed_other_weights(tmp_path):
@@ -56,7 +56,7 @@ def test_shrink_scales_the_predicted_change_by_its_validation_fit():
 
 
 def test_r2_shape_from_a_csv_with_features(r2_run):
-    m = model.load_model(r2_run / "model.keras")
+    m = runs.load_model(r2_run / "model.keras")
     kinds = [type(layer).__name__ for layer in m.layers]
     assert kinds == ["InputLayer", "Frame", "GRU", "GRU", "Dense", "Unframe"]
     assert tuple(m.inputs[0].shape) == (None, 24, 4) and tuple(m.outputs[0].shape) == (None, 3)
@@ -70,10 +70,10 @@ def test_bad_window_settings(tmp_path):
 
 def test_load_errors(tmp_path):
     with pytest.raises(ModelError, match="Model file not found"):
-        model.load_model(tmp_path / "x.keras")
+        runs.load_model(tmp_path / "x.keras")
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     with pytest.raises(ModelError, match="Cannot load junk.keras as a Keras model"):
-        model.load_model(tmp_path / "junk.keras")
+        runs.load_model(tmp_path / "junk.keras")
 
 
 def test_safe_mode_refuses_lambda_layers(tmp_path):
@@ -84,4 +84,4 @@ def test_safe_mode_refuses_lambda_layers(tmp_path):
     m = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GRU(2)(x)))
     m.save(tmp_path / "lam.keras")
     with pytest.raises(ModelError, match="Cannot load lam.keras as a Keras model"):
-        model.load_model(tmp_path / "lam.keras")
+        runs.load_model(tmp_path / "lam.keras")
