@@ -123,7 +123,8 @@ def _one(name: str, folder: Path) -> dict:
         ets = _baseline(_ets, y, n_train, season)
     assert first == n_train, "held-out windows start at the split"
     row = {"series": name, "rows": len(series), "heldout": len(y) - n_train, "season": season,
-           "transform": card["transform"]["spec"], "epochs": card["model"]["epochs"], "train_s": round(seconds, 1),
+           "transform": card["transform"]["spec"], "window": card["window"],
+           "shrink": card["model"]["shrink"], "epochs": card["model"]["epochs"], "train_s": round(seconds, 1),
            "gru": m["heldout_rmse"], "naive": m["naive_rmse"], "seasonal_naive": m.get("seasonal_naive_rmse"),
            "ets": ets, "sarima": sarima, "units": m["units"]}
     row["gru_over_best_stat"] = row["gru"] / min(ets, sarima)
@@ -152,13 +153,14 @@ def _airline(seeds=(0, 1, 2)) -> list[dict]:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("| series | n | season | transform | GRU | naive | s-naive | ETS | SARIMA | GRU ÷ best stat | "
+    head = ("| series | n | season | transform | window | shrink | GRU | naive | s-naive | ETS | SARIMA | GRU ÷ best stat | "
             + " | ".join(RECIPES) + " |")
-    lines = [head, "|" + "---|" * (10 + len(RECIPES))]
+    lines = [head, "|" + "---|" * (12 + len(RECIPES))]
     f = lambda v: "–" if v is None else f"{v:.4g}"  # noqa: E731
     for r in rows:
         quant = [f"{r[q]['rmse_change']:+.2%} {'PASS' if r[q]['passed'] else 'FAIL'}" for q in RECIPES]
-        lines.append(f"| {r['series']} | {r['rows']} | {r['season'] or '–'} | {r['transform']} | {f(r['gru'])} | "
+        lines.append(f"| {r['series']} | {r['rows']} | {r['season'] or '–'} | {r['transform']} | {r['window']} | {r['shrink']:.2f} | "
+                     f"{f(r['gru'])} | "
                      f"{f(r['naive'])} | {f(r['seasonal_naive'])} | {f(r['ets'])} | {f(r['sarima'])} | "
                      f"{r['gru_over_best_stat']:.2f} | " + " | ".join(quant) + " |")
     ratios = sorted(r["gru_over_best_stat"] for r in rows)

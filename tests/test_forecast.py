@@ -103,6 +103,7 @@ def test_train_warns_when_the_baselines_win_and_checks_its_flags(tmp_path):
     assert res.exit_code == 0, res.output
     assert "WARNING: the model does not beat the naive forecast" in res.output
     assert "held-out RMSE (36 windows, y)" in res.output  # 20% of 180 held out, in the data's units
+    assert "window:    12 steps; head shrink" in res.output
     res = runner.invoke(cli, ["train", "--data", str(csv), "--column", "y", "--transform", "none", "--epochs", "1",
                               "--patience", "0", "--units", "2", "--json", "-o", str(tmp_path / "r2")])
     doc = json.loads(res.output)
