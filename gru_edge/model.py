@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     # 'auto' on a series without a season also compares a short window: a yearly series of ~100 values has ~50
     # windows of 12 to learn from, and its memory is often a few steps (LakeHuron: AR(2)).
     windows = [cfg.window] if cfg.window is not None else [SHORT_WINDOW, DEFAULT_WINDOW] if (
-        spec == data.AUTO and not season and not classify) else [DEFAULT_WINDOW]
+        spec == data.AUTO and not (season and season > 1) and not classify) else [DEFAULT_WINDOW]
     prepared, errors = [], []
     for c in candidates:
         for w in windows:
@@ -160,7 +160,8 @@ def _fit_core(cfg: TrainConfig, win: data.Windows, fit: np.ndarray, val: np.ndar
 
 def _shrink(core, x: np.ndarray, y: np.ndarray) -> float:
     """How far to trust the core's predicted change on the validation windows: the least-squares factor in [0, 1]
-    on its scaled output (0: always the training part's mean change, the naive forecast with drift; 1: as trained).
+    on its scaled output (0: always the training part's mean: of the change, the naive forecast with drift, for a differenced
+    transform; 1: as trained).
     A core that learned noise on a series close to a random walk is pulled towards the forecast it cannot beat."""
     p = np.asarray(core(x, training=False), np.float64)
     pp = float(np.sum(p * p))

@@ -120,7 +120,7 @@ def train_summary(result) -> list[str]:
     chosen = " (chosen on the validation split)" if tr["requested"] == "auto" else ""
     lines += [f"transform: {tr['spec']}{chosen}, inside the model: it reads and returns {unit}",
               f"window:    {card['window']} steps; head shrink {card['model']['shrink']:.2f} (its fit on the "
-              "validation split; 0: the mean change, naive with drift)",
+              "validation split; 0 forecasts the training part's mean, of the change when differenced)",
               f"epochs:    {card['model']['epochs']} (early stopping on the last {card['split']['validation_rows']} "
               "training values)",
               f"held-out RMSE ({card['split']['heldout_windows']} windows, {unit}): {m['heldout_rmse']:.3f}",

@@ -206,3 +206,23 @@ def test_a_level_far_from_zero_survives_float16_and_int8(tmp_path):
     for m in convert.convert(run.model_path, ["float16", "int8"], tmp_path / "m").models:
         rep = verify.verify(run.model_path, m.path).report
         assert rep.passed, (m.recipe, rep.failures)
+
+
+def test_centre_is_float16_exact_when_it_can_be_and_never_overflows():
+    """The centre is the mean rounded to float16 (float16 files store it exactly); a mean beyond float16's range
+    stays in float32 instead of becoming inf, and the lowered graph matches Keras on such values."""
+    with quiet_tensorflow():
+        import keras
+        import tensorflow as tf
+    lake = framing.Framing(window=5, features=1, mean=579.3, std=1.3).centre()
+    assert lake[0] == np.float16(579.3) == 579.5
+    fr = framing.Framing(window=5, features=1, mean=120000.0, std=3000.0)
+    assert fr.centre()[0] == np.float32(120000.0)
+    assert framing.Framing(window=5, features=1, mean=0.5, std=1.0).centre() is None
+    keras.utils.set_random_seed(0)
+    full = framing.wrap(model.build_model(5, 1, 4, 1, 1), fr, "m")
+    x = (120000 + 3000 * np.random.default_rng(0).normal(size=(4, 5, 1))).astype(np.float32)
+    lowered = lowering.read_model(full)
+    got = lowering.build_functions(lowered, 4)[lowering.SERVE](tf.constant(x))[lowered.output_name].numpy()
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, np.asarray(full(x)), rtol=1e-5)
