@@ -105,7 +105,7 @@ def _drifted(cal: np.ndarray, fr, drift: float) -> np.ndarray:
     return np.concatenate([cal, *copies]).astype(np.float32)
 
 
-def _int16_headroom(conv, keras_model, lowered, recipe: Recipe, cal: np.ndarray) -> tuple[bytes, int, float]:
+def _int16_headroom(tf, conv, keras_model, lowered, recipe: Recipe, cal: np.ndarray) -> tuple[bytes, int, float]:
     """int16x8 for a differencing model: the widest DRIFTS margin whose model holds on ``cal`` within the recipe's
     verify limits (the narrowest otherwise; verify judges it)."""
     from gru_edge import parity, runtime
@@ -113,17 +113,15 @@ def _int16_headroom(conv, keras_model, lowered, recipe: Recipe, cal: np.ndarray)
     expected = {lowered.output_name: np.asarray(keras_model(cal, training=False))}
     for drift in DRIFTS:
         wide = _drifted(cal, lowered.framing, drift)
-        _feed(conv, lowered, recipe, wide, None)
+        _feed(tf, conv, lowered, recipe, wide, None)
         payload = conv.convert()
         if drift == DRIFTS[-1] or parity.compare(expected, runtime.Runner(payload).run(cal), recipe.verify).passed:
             return payload, len(wide), drift
 
 
-def _feed(conv, lowered, recipe: Recipe, cal: np.ndarray, step) -> None:
+def _feed(tf, conv, lowered, recipe: Recipe, cal: np.ndarray, step) -> None:
     """Set the converter's representative dataset: ``cal`` in batches of the recipe's size, and for a streaming
     model (``step``: its step function) the frames its step graph sees on them."""
-    import tensorflow as tf
-
     b = recipe.batch_size
     chunks = [np.concatenate([cal[i: i + b], cal[: max(0, i + b - len(cal))]]).astype(np.float32)
               for i in range(0, len(cal), b)]  # the last batch padded by repeating windows: shapes are static
@@ -185,14 +183,14 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         # A streaming int8 model calibrates its `step` graph too (else it stays float, with a float copy of every
         # weight). int16x8 cannot stream (the recipe check refuses it): calibrating both signatures breaks the
         # converter's int16x8 output (R2: PSNR 12 dB on the full sequence), and without it the converter stops.
-        _feed(conv, lowered, recipe, cal, functions[lowering.STEP] if recipe.streaming else None)
+        _feed(tf, conv, lowered, recipe, cal, functions[lowering.STEP] if recipe.streaming else None)
         conv.inference_input_type = tf.float32
         conv.inference_output_type = tf.float32
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if q == "int8" else
                                           tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
         if q == "int16x8" and lowered.framing is not None and lowered.framing.lag:
-            payload, wide, drift = _int16_headroom(conv, keras_model, lowered, recipe, cal)
+            payload, wide, drift = _int16_headroom(tf, conv, keras_model, lowered, recipe, cal)
             return payload, {"calibration_samples": wide, "level_margin": drift}
         if q != "int8" or lowered.framing is None:
             return (_selective(tf, conv, cal, recipe.float_fallback, []) if recipe.float_fallback > 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from gru_edge.errors import DataError
+from gru_edge.framing import difference_terms
 
 AIRLINE = "airline"
 # What gru-edge does with the built-in series unless told otherwise (see gru_edge/datasets/README.md).
@@ -150,8 +151,6 @@ class Transform:
 
     def to_original(self, scaled: np.ndarray, series: Series, first_target: np.ndarray) -> np.ndarray:
         """Map scaled predictions [N, h] for targets starting at ``first_target`` [N] back to original units."""
-        from gru_edge.framing import difference_terms
-
         z = np.asarray(scaled, dtype=float) * self.std + self.mean
         lv = self.level(series.values)
         out = np.empty_like(z)

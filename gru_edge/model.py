@@ -115,23 +115,25 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     # windows of 12 to learn from, and its memory is often a few steps (LakeHuron: AR(2)).
     windows = [cfg.window] if cfg.window is not None else [SHORT_WINDOW, DEFAULT_WINDOW] if (
         spec == data.AUTO and not (season and season > 1) and not classify) else [DEFAULT_WINDOW]
-    prepared, errors = [], []
+    prepared, errors = [], []  # errors in the candidates' order: the first is raised when none is left
     for c in candidates:
+        try:
+            transform = data.fit_transform(series, n_train, c)  # once, whatever the window
+        except DataError as e:  # e.g. too few values: 'auto' tries the others
+            errors.append((f"transform '{c}'", e))
+            continue
         for w in windows:
             try:
-                transform = data.fit_transform(series, n_train, c)
-                if classify:
-                    win = data.make_class_windows(series, transform, w, test_size)
-                else:
-                    win = data.make_windows(series, transform, w, cfg.horizon, test_size)
-            except DataError as e:  # e.g. too few rows for a seasonal difference: 'auto' tries the others
-                errors.append((c, w, e))
+                win = data.make_class_windows(series, transform, w, test_size) if classify else \
+                    data.make_windows(series, transform, w, cfg.horizon, test_size)
+            except DataError as e:  # e.g. too few rows for a seasonal difference
+                errors.append((f"transform '{c}', window {w}", e))
                 continue
             prepared.append((transform, win))
     if not prepared:
-        raise errors[0][2]
-    for c, w, e in errors:
-        log(f"transform '{c}', window {w} skipped: {e}")
+        raise errors[0][1]
+    for what, e in errors:
+        log(f"{what} skipped: {e}")
     with outputs.staged(run_dir, outputs.RUN) as stage:
         model, card = _fit(cfg, series, prepared, test_size, season, spec, log)
         write_run(stage, model, card["_windows"], card)
