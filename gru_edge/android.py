@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gru_edge import gpu, outputs, runtime, tflite_model
 from gru_edge.bundle import bundle_file, read_bundle
-from gru_edge.convert import load_sidecar, sidecar_file
+from gru_edge.conversion import load_sidecar, sidecar_file
 from gru_edge.errors import GruEdgeError
 from gru_edge.io import sha256_file
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import convert as convert_mod, recipes
+from gru_edge import conversion as convert_mod, recipes
 from gru_edge.errors import ConversionError
 from gru_edge.io import native_stderr, quiet_tensorflow
 
@@ -208,7 +208,7 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
         tmp = Path(tmp)
         log(f"converting {model_path.name} with gru-edge: {', '.join(names)} (+ streaming float32)")
         streaming = replace(recipes.load("float32"), name="float32-streaming", streaming=True)
-        ours = convert_mod.convert(model_path, names + [streaming], tmp / "gru-edge")
+        ours = convert_mod.convert(model_path, names + [streaming], tmp / "gru-edge").require_all()
         convert_seconds = sum(m.seconds for m in ours.models if m.recipe != "float32-streaming")
         for m in ours.models:
             if m.recipe == "float32-streaming":
@@ -228,7 +228,7 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
                 continue
             log(f"converting with TensorFlow's plain path: {name}")
             try:
-                got = convert_mod.convert(model_path, [plain_recipe(name)], tmp / "plain").models[0]
+                got = convert_mod.convert(model_path, [plain_recipe(name)], tmp / "plain").require_all().models[0]
             except ConversionError as e:
                 note = "converter crashed" if "crashed" in str(e) else f"conversion failed: {str(e)[:80]}"
                 rows.append(BenchRow(name, q, None, weight_bytes(keras_model, q), None, None, note))

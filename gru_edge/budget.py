@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from gru_edge import convert as convert_mod, outputs, recipes
+from gru_edge import conversion as convert_mod, outputs, recipes
 from gru_edge.errors import ConversionError
 from gru_edge.runs import load_card, load_model
 
@@ -84,14 +84,14 @@ def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str]
 def _search(model_path: Path, budget: float, names: list[str], fallbacks: tuple[float, ...], tmp: Path,
             log) -> tuple[convert_mod.ConvertedModel | None, list[Try]]:
     """Convert every candidate into ``tmp``, verify smallest first; the first within ``budget`` and every try."""
-    from gru_edge.verify import verify
+    from gru_edge.verification import verify
 
     todo: list[str | recipes.Recipe] = list(names)
     for name in names:
         base = recipes.load(name)
         if base.quantization == "int8" and base.lowering == "gru-edge" and not base.float_fallback:
             todo += [_with_fallback(base, share) for share in fallbacks]
-    converted = convert_mod.convert(model_path, todo, tmp / "models", log=log)
+    converted = convert_mod.convert(model_path, todo, tmp / "models", log=log).require_all()
     tries: list[Try] = []
     keras_model = load_model(model_path)
     for m in sorted(converted.models, key=lambda m: m.size_bytes):

@@ -133,8 +133,9 @@ def recipes_cmd(as_json, log):
       gru-edge recipes
     """
     from gru_edge import recipes
+    from gru_edge.api import list_recipes
 
-    found = [recipes.load(n) for n in recipes.shipped_names()]
+    found = list_recipes()
     if as_json:
         return _emit_json({"dir": str(recipes.shipped_dir()), "recipes": [r.to_dict() for r in found]})
     click.echo(text.table(["recipe", "quantization", "gpu", "description"],
@@ -158,32 +159,49 @@ def _budget(ctx, param, value):
 @click.option("--budget", callback=_budget,
               help="Keep the smallest model whose held-out task metric changes by at most this much (e.g. 1%); "
                    "--to then lists the candidates")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path),
+              help="Windows shaped like the model's input (.npy, .npz, .csv) for int8 / int16x8; default: the "
+                   "training windows 'gru-edge train' wrote beside the model")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for model.RECIPE.tflite and model.RECIPE.json")
 @command
-def convert(model, to, budget, out_dir, as_json, log):
-    """Convert a trained .keras GRU to one .tflite per recipe, builtin ops only.
+def convert(model, to, budget, calibration, out_dir, as_json, log):
+    """Convert a .keras GRU model to one .tflite per recipe, builtin ops only; exit 1 if a recipe could not be made
+    (the others are written).
 
     Examples:
 
       gru-edge convert runs/airline/model.keras --to float32,int8,android-gpu -o out
 
+      gru-edge convert my/gru.keras --to float32,int8 --calibration windows.npy -o out
+
       gru-edge convert runs/airline/model.keras --budget 1% -o out
     """
     names = [t.strip() for t in to.split(",") if t.strip()] if to else None
     if budget is not None:
+        if calibration:
+            raise click.UsageError("--budget measures the task metric on the training card's held-out windows; "
+                                   "it takes no --calibration.")
         return _convert_with_budget(model, names, budget, out_dir, as_json, log)
     if not names:
         raise click.UsageError("Give --to RECIPE[,RECIPE...] or --budget.")
-    from gru_edge.convert import convert as run_convert
+    from gru_edge.conversion import convert as run_convert
 
-    result = run_convert(model, names, out_dir, log=log)
+    result = run_convert(model, names, out_dir, calibration=calibration, log=log)
+    failure = "; ".join(f"{r}: not made" for r, _ in result.failed) or None
     if as_json:
-        return _emit_json(result.to_dict())
+        _emit_json(result.to_dict(), 1 if failure else 0, failure)
+        sys.exit(1 if failure else 0)
     click.echo(text.table(["recipe", "file", "size", "weights", "ops"],
                           [[m.recipe, str(m.path), f"{m.size_bytes / 1024:.1f} KiB", f"{m.weight_bytes / 1024:.1f} KiB",
                             str(sum(m.ops.values()))] for m in result.models]))
+    for m in result.models:
+        for note in m.notes:
+            click.echo(f"note: {m.recipe}: {note}")
     click.echo(f"converted in {result.seconds:.1f} s")
+    for recipe, why in result.failed:
+        click.echo(f"Error: {why}", err=True)
+    sys.exit(1 if failure else 0)
 
 
 def _convert_with_budget(model, names, budget, out_dir, as_json, log):
@@ -224,8 +242,13 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
 @click.option("--accelerator", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="gpu: run through LiteRT's CompiledModel GPU accelerator (exit 3 when no GPU is usable)")
 @click.option("--explain", is_flag=True, help="int8: rank the quantized ops by their error against float")
+@click.option("--samples", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sample windows shaped like the model's input (.npy, .npz, .csv); default: the training card's "
+                   "held-out windows, or generated ones")
+@click.option("--targets", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --samples: the true outputs (or class indices), for the task-metric delta")
 @command
-def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, as_json, log):
+def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, samples, targets, as_json, log):
     """Check a .tflite gives the original model's outputs; exit 0 pass, 1 fail, 3 no GPU.
 
     Examples:
@@ -236,10 +259,12 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, 
 
       gru-edge verify runs/airline/model.keras out/model.android-gpu.tflite --accelerator gpu
     """
+    if targets and not samples:
+        raise click.UsageError("--targets needs --samples (the windows they belong to).")
     if bundle is not None:
-        if models or out_dir or explain:
-            raise click.UsageError("--bundle takes no MODEL arguments, -o or --explain; use --model to pick a "
-                                   ".tflite.")
+        if models or out_dir or explain or samples:
+            raise click.UsageError("--bundle takes no MODEL arguments, -o, --explain or --samples; use --model to "
+                                   "pick a .tflite.")
         from gru_edge.parity import check_bundle
 
         report = check_bundle(bundle, bundle_model, accelerator=accelerator, recipe=recipe)
@@ -247,17 +272,17 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, 
     else:
         if len(models) != 2 or bundle_model:
             raise click.UsageError("Give MODEL.keras and MODEL.tflite (or --bundle DIR [--model X.tflite]).")
-        from gru_edge.verify import verify as run_verify
+        from gru_edge.verification import verify as run_verify
 
         if accelerator == "gpu" and out_dir:
             raise click.UsageError("-o writes a bundle from the CPU run; run --accelerator gpu without -o.")
-        result = run_verify(models[0], models[1], out_dir, recipe, accelerator)
+        result = run_verify(models[0], models[1], out_dir, recipe, accelerator, samples=samples, targets=targets)
         report, doc = result.report, result.to_dict()
         header = f"{models[1]} vs {models[0]} (recipe {result.recipe}; {result.samples.source})"
         if result.bundle:
             header += f"\nbundle: {result.bundle}"
         if explain:
-            from gru_edge.convert import explain as rank_ops, load_sidecar
+            from gru_edge.conversion import explain as rank_ops, load_sidecar
             from gru_edge.recipes import Recipe
 
             sidecar = load_sidecar(models[1])
@@ -286,13 +311,12 @@ def inspect(model, as_json, log):
 
       gru-edge inspect out/model.android-gpu.tflite
     """
-    from gru_edge import gpu, tflite_model
+    from gru_edge.api import inspect as read
 
-    info = tflite_model.read(model)
-    findings = gpu.check(info)
+    found = read(model)
     if as_json:
-        return _emit_json({**info.to_dict(), "gpu_findings": [f.to_dict() for f in findings]})
-    click.echo(text.inspection(model.name, info, findings))
+        return _emit_json(found.to_dict())
+    click.echo(text.inspection(model.name, found.model, list(found.gpu_findings)))
 
 
 # ---- bench ------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import data, lowering, runs
+from gru_edge import arrays, data, graph, lowering, runs
 from gru_edge.errors import ConversionError, GruEdgeError
 from gru_edge.io import quiet_tensorflow
 from gru_edge.recipes import Recipe
@@ -31,6 +31,11 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
     """Return a TFLiteConverter for the recipe's graph (gru-edge's lowering, or Keras' own WHILE loop) and gru-edge's
     functions by signature key (none for Keras')."""
     b = recipe.batch_size
+    if recipe.lowering == "keras" and isinstance(lowered, graph.GraphModel):
+        plain = tf.function(lambda x: {lowered.output_name: keras_model(x, training=False)}, autograph=False,
+                            input_signature=[tf.TensorSpec([b, *lowered.input_shape], tf.float32,
+                                                           name=lowered.input_name)])
+        return _from_functions(tf, {lowering.SERVE: plain}, keras_model), {}
     if recipe.lowering == "keras":
         import keras
 
@@ -51,13 +56,37 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
         return tf.lite.TFLiteConverter.from_keras_model(fixed), {}
     # Measured on R2: for int16x8 the unfused candidate bias gives 128 KiB instead of 156 KiB and 66 dB instead of
     # 42 dB PSNR; for int8 it saves 5% of the file but costs 14% in latency, so int8 keeps the fused bias.
-    functions = lowering.build_functions(lowered, b, streaming=recipe.streaming,
-                                         integer=recipe.quantization == "int16x8")
+    integer = recipe.quantization == "int16x8"
+    functions = (graph.build_function(lowered, b, integer) if isinstance(lowered, graph.GraphModel) else
+                 lowering.build_functions(lowered, b, streaming=recipe.streaming and streams(lowered),
+                                          integer=integer))
+    return _from_functions(tf, functions), functions
+
+
+def _from_functions(tf, functions: dict, keras_model=None):
+    """A converter writing one signature per function; ``keras_model``: the model whose layers the functions call
+    (tracked too, or the converter drops the signatures of functions that read its variables)."""
     holder = tf.Module()  # the converter writes a signature for each function this object tracks
     for key, fn in functions.items():
         setattr(holder, key, fn)
+    if keras_model is not None:
+        holder.model = keras_model
     return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function() for fn in functions.values()],
-                                                           holder), functions
+                                                           holder)
+
+
+def streams(lowered) -> bool:
+    """Whether the model can get a one-step ``step`` signature: a chain of GRUs that all run forwards."""
+    return not isinstance(lowered, graph.GraphModel) and not any(g.go_backwards for g in lowered.grus)
+
+
+def notes_for(lowered, recipe: Recipe) -> list[str]:
+    """What the recipe asks and this model cannot have (the model is still made)."""
+    if recipe.streaming and not streams(lowered):
+        why = ("a GRU runs backwards" if not isinstance(lowered, graph.GraphModel)
+               else "the model is a graph, not a chain of GRU layers")
+        return [f"no streaming 'step' signature: {why}, so the state after each step is not the model's state"]
+    return []
 
 
 def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[float, float] | None,
@@ -76,8 +105,8 @@ def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[
     picked = windows[order[:n]]
     if input_range is None:
         return picked
-    _, t, f = windows.shape
-    edges = data.edge_cases(t, f, *input_range)
+    edges = data.edge_cases(windows.shape[1], windows.shape[2] if windows.ndim == 3 else 1, *input_range)
+    edges = edges.reshape(-1, *windows.shape[1:])
     return np.concatenate([picked, edges[:2] if lag and recipe.quantization == "int8" else edges])
 
 
@@ -166,6 +195,7 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
                 input_range: tuple[float, float] | None = None) -> tuple[bytes, dict]:
     """The converted model and what its calibration was: ``calibration_samples`` and, for int16x8 on a differencing
     model, ``level_margin`` (see DRIFTS)."""
+    graph.check_recipe(lowered, recipe.quantization)
     conv, functions = _converter(tf, keras_model, lowered, recipe)
     # Builtin ops only: SELECT_TF_OPS (Flex) is never enabled, whatever the recipe says.
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -183,7 +213,7 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         # A streaming int8 model calibrates its `step` graph too (else it stays float, with a float copy of every
         # weight). int16x8 cannot stream (the recipe check refuses it): calibrating both signatures breaks the
         # converter's int16x8 output (R2: PSNR 12 dB on the full sequence), and without it the converter stops.
-        _feed(tf, conv, lowered, recipe, cal, functions[lowering.STEP] if recipe.streaming else None)
+        _feed(tf, conv, lowered, recipe, cal, functions.get(lowering.STEP))
         conv.inference_input_type = tf.float32
         conv.inference_output_type = tf.float32
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if q == "int8" else
@@ -292,16 +322,24 @@ def main(request_path: str) -> int:
     try:
         with quiet_tensorflow():
             import tensorflow as tf
-        keras_model = runs.load_model(Path(req["model"]))
-        lowered = lowering.read_model(keras_model)
+        original = runs.load_model(Path(req["model"]))
+        keras_model, policy_note = graph.float32_twin(original)
+        lowered = graph.lower(keras_model)
         train_x = None
         input_range = tuple(req["input_range"]) if req.get("input_range") else None
         if req.get("windows"):
             with np.load(req["windows"]) as z:
                 train_x = z["train_x"]
+            if tuple(train_x.shape[1:]) != lowered.input_shape:
+                raise ConversionError(f"The calibration windows are shaped {list(train_x.shape)}; the model takes "
+                                      f"[N, {', '.join(map(str, lowered.input_shape))}].")
+            if input_range is None:  # the user's own windows: the edge cases of their range, per feature
+                input_range = tuple(v.tolist() for v in arrays.value_range(train_x))
     except GruEdgeError as e:
         _emit(event="error", kind=type(e).__name__, message=str(e))
         return 3
+    _emit(event="model", form="graph" if isinstance(lowered, graph.GraphModel) else "chain",
+          weights_sha256=runs.fingerprint(original), notes=[policy_note] if policy_note else [])
     if req.get("explain"):
         recipe = Recipe.from_dict(req["recipes"][0])
         conv, _ = _converter(tf, keras_model, lowered, recipe)
@@ -312,25 +350,26 @@ def main(request_path: str) -> int:
         conv.inference_input_type = conv.inference_output_type = tf.float32
         _emit(event="explain", ops=op_errors(tf, conv, cal, _raw_nodes(_calibrated(conv)) if lowered.framing else None))
         return 0
+    failed = False
     for raw in req["recipes"]:
         recipe = Recipe.from_dict(raw)
         _emit(recipe=recipe.name, event="start")
         started = time.perf_counter()
         try:
             payload, calibration = convert_one(tf, keras_model, lowered, recipe, train_x, input_range)
-        except GruEdgeError as e:
-            _emit(recipe=recipe.name, event="error", kind=type(e).__name__, message=str(e))
-            return 3
-        path = out_dir / f"{recipe.name}.tflite"
-        try:
+            path = out_dir / f"{recipe.name}.tflite"
             path.write_bytes(payload)
+        except GruEdgeError as e:  # this recipe cannot be made: say why, go on with the others
+            _emit(recipe=recipe.name, event="error", kind=type(e).__name__, message=str(e))
+            failed = True
+            continue
         except OSError as e:
             _emit(recipe=recipe.name, event="error", kind="OutputError",
                   message=f"Cannot write the converted model ({e.strerror}); nothing was written.")
             return 3
         _emit(recipe=recipe.name, event="done", file=str(path), seconds=round(time.perf_counter() - started, 3),
-              **calibration)
-    return 0
+              notes=notes_for(lowered, recipe), **calibration)
+    return 3 if failed else 0
 
 
 if __name__ == "__main__":

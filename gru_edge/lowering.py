@@ -22,14 +22,14 @@ The optional ``step`` function is the same cell for one time step with the state
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from gru_edge.errors import ModelError
 from gru_edge.framing import TINY, Framing
 
-_GRU_ACTIVATIONS = {"tanh", "sigmoid", "relu", "linear"}
+_GRU_ACTIVATIONS = {"tanh", "sigmoid", "hard_sigmoid", "relu", "linear"}
 _DENSE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax"}
 SERVE, STEP = "serving_default", "step"
 PASS_THROUGH = ("InputLayer", "Dropout")  # no computation at inference
@@ -50,6 +50,10 @@ class GruSpec:
     go_backwards: bool
     activation: str
     recurrent_activation: str
+    return_state: bool = False  # graph form only (gru_edge.graph): the last state as a second output
+
+    def with_state(self, return_state: bool) -> "GruSpec":
+        return replace(self, return_state=return_state)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,11 @@ class LoweredModel:
     output_name: str
     output_size: int
     framing: Framing | None = None  # raw units in and out (gru_edge.framing); None: the model reads what it is fed
+    form = "chain"  # (gru_edge.graph.GraphModel: "graph")
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return self.time_steps, self.features
 
     @property
     def steps(self) -> int:
@@ -101,7 +110,7 @@ def read_model(model) -> LoweredModel:
                                  "layer, with the same framing as its partner.")
             framing = mine
         elif kind == "GRU":
-            specs.append(_gru_spec(layer, cfg))
+            specs.append(gru_spec(layer, cfg, layer.name))
         elif kind == "Dense":
             if cfg["activation"] not in _DENSE_ACTIVATIONS:
                 raise ModelError(f"Layer '{layer.name}' (Dense) uses activation {cfg['activation']!r}; supported: "
@@ -115,16 +124,17 @@ def read_model(model) -> LoweredModel:
                              f"{', '.join(SUPPORTED_LAYERS)}.")
     _check_chain(specs, model)
     _, t, f = model.inputs[0].shape
-    return LoweredModel(int(t), int(f), tuple(specs), _identifier(model.inputs[0].name, "sequence"),
-                        _identifier(specs[-1].name, "output"), int(model.outputs[0].shape[-1]), framing)
+    return LoweredModel(int(t), int(f), tuple(specs), identifier(model.inputs[0].name, "sequence"),
+                        identifier(specs[-1].name, "output"), int(model.outputs[0].shape[-1]), framing)
 
 
-def _gru_spec(layer, cfg: dict) -> GruSpec:
+def gru_spec(layer, cfg: dict, name: str) -> GruSpec:
+    """The spec of a GRU layer from its config (a GRU's, or a GRUCell's with the RNN's flags) and weights."""
     for option, ok in (("stateful", not cfg.get("stateful")), ("return_state", not cfg.get("return_state")),
                        ("activation", cfg["activation"] in _GRU_ACTIVATIONS),
                        ("recurrent_activation", cfg["recurrent_activation"] in _GRU_ACTIVATIONS)):
         if not ok:
-            raise ModelError(f"Layer '{layer.name}' (GRU) uses {option}={cfg.get(option)!r}, which gru-edge cannot "
+            raise ModelError(f"Layer '{name}' (GRU) uses {option}={cfg.get(option)!r}, which gru-edge cannot "
                              f"lower. Supported activations: {', '.join(sorted(_GRU_ACTIVATIONS))}; stateful and "
                              "return_state must be False (streaming passes state explicitly instead).")
     weights = layer.get_weights()
@@ -139,7 +149,7 @@ def _gru_spec(layer, cfg: dict) -> GruSpec:
                    cfg["activation"], cfg["recurrent_activation"])
 
 
-def _identifier(name: str, default: str) -> str:
+def identifier(name: str, default: str) -> str:
     """Return ``name`` made safe for a TFLite signature key (letters, digits, underscores)."""
     clean = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
     generated = clean.startswith("keras_tensor") or clean.startswith("input_layer")
@@ -162,7 +172,7 @@ def _check_chain(specs: list, model) -> None:
                          "end in one vector per input sequence.")
 
 
-class _Cell:
+class Cell:
     """One GRU layer's constants, arranged for the lowered graph; ``step`` is one time step on [B, 1, C]."""
 
     def __init__(self, tf, spec: GruSpec, acts: dict, integer: bool = False):
@@ -232,6 +242,26 @@ def concat_steps(tf, xs: list):
     return concat_steps(tf, [concat_steps(tf, xs[a:b]) for a, b in zip(ends[:-1], ends[1:])])
 
 
+def activations(tf) -> dict:
+    """Keras activation names -> the TensorFlow ops they lower to (hard_sigmoid as Keras 3 computes it: relu6(x + 3)
+    / 6, Keras 2's GRU default)."""
+    return {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu, "linear": lambda v: v,
+            "softmax": tf.nn.softmax, "hard_sigmoid": lambda v: tf.nn.relu6(v + 3.0) * (1.0 / 6.0)}
+
+
+def run_gru(tf, cell: Cell, x, h0=None) -> tuple[list, object]:
+    """Run one GRU layer over ``x`` [B, T, F] from the state ``h0`` [B, 1, U] (None: zeros): the states [B, 1, U]
+    in the order the layer computes them (reversed in time for go_backwards, as Keras returns them), and the last."""
+    steps = list(zip(*[split_steps(tf, p, int(x.shape[1])) for p in cell.project(tf, x)]))
+    if cell.spec.go_backwards:
+        steps = steps[::-1]
+    h, outs = h0, []
+    for xs in steps:
+        h = cell.step(tf, xs, h)
+        outs.append(h)
+    return outs, h
+
+
 def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = False, integer: bool = False) -> dict:
     """Return ``{signature key: tf.function}``: the full sequence, and the one-step ``step`` when streaming.
 
@@ -239,11 +269,10 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
     """
     import tensorflow as tf
 
-    acts = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu, "linear": lambda v: v,
-            "softmax": tf.nn.softmax}
-    b, t, f = batch_size, lowered.steps, lowered.features
+    acts = activations(tf)
+    b, f = batch_size, lowered.features
     fr = lowered.framing
-    cells = [_Cell(tf, s, acts, integer) if isinstance(s, GruSpec) else None for s in lowered.layers]
+    cells = [Cell(tf, s, acts, integer) if isinstance(s, GruSpec) else None for s in lowered.layers]
     dense = [(tf.constant(s.kernel), tf.constant(s.bias), acts[s.activation])
              for s in lowered.layers if isinstance(s, DenseSpec)]
 
@@ -257,13 +286,7 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
         lx = None if fr is None else _log_target(tf, fr, sequence)
         x = sequence if fr is None else _frame(tf, fr, lx)
         for cell in [c for c in cells if c is not None]:
-            steps = list(zip(*[split_steps(tf, p, t) for p in cell.project(tf, x)]))
-            if cell.spec.go_backwards:
-                steps = steps[::-1]
-            h, outs = None, []
-            for xs in steps:
-                h = cell.step(tf, xs, h)
-                outs.append(h)
+            outs, h = run_gru(tf, cell, x)
             x = concat_steps(tf, outs) if cell.spec.return_sequences else h
         out = head(x)
         if fr is not None and fr.target:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gru_edge import convert as convert_mod, model as model_mod, outputs, recipes, runs, verify as verify_mod
+from gru_edge import conversion as convert_mod, model as model_mod, outputs, recipes, runs, verification as verify_mod
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
         m = trained.card["metrics"]
         log(f"held-out RMSE {m['heldout_rmse']:.2f} {m['units']} (naive {m['naive_rmse']:.2f}, seasonal-naive "
             f"{m.get('seasonal_naive_rmse', float('nan')):.2f})")
-        converted = convert_mod.convert(trained.model_path, names, stage / "models", log=log)
+        converted = convert_mod.convert(trained.model_path, names, stage / "models", log=log).require_all()
         rows = []
         keras_model = runs.load_model(trained.model_path)
         for cm in converted.models:

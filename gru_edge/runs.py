@@ -12,7 +12,6 @@ import numpy as np
 from gru_edge import data
 from gru_edge.errors import ModelError
 from gru_edge.io import quiet_tensorflow, sha256_file
-from gru_edge.lowering import SUPPORTED_LAYERS
 
 MODEL = "model.keras"
 CARD = "training.json"
@@ -98,54 +97,22 @@ def load_model(model_path: Path):
     return model
 
 
+def fingerprint(model) -> str:
+    """sha256 of a Keras model's architecture and weights: names a model held in memory (a .keras file's own sha256
+    changes with every save)."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
 def check_model(model, name: str) -> None:
-    """Raise ModelError unless the model is a chain of GRU layers ending in a Dense head."""
-    kinds = [type(layer).__name__ for layer in model.layers]
-    unsupported = [f"{layer.name} ({kind})" for layer, kind in zip(model.layers, kinds)
-                   if kind not in SUPPORTED_LAYERS]
-    if unsupported:
-        raise ModelError(f"{name} is not a GRU model gru-edge supports: unsupported layer(s) "
-                         f"{', '.join(unsupported)}. Allowed: {', '.join(SUPPORTED_LAYERS)}.")
-    if "GRU" not in kinds:
-        raise ModelError(f"{name} has no GRU layer (layers: {', '.join(kinds)}); gru-edge converts GRU models.")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError(f"{name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                         "gru-edge supports one sequence input and one output.")
-    _check_chain(model, name)
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 3 or shape[1] is None or shape[2] is None:
-        raise ModelError(f"{name} takes input shape {shape}; gru-edge needs (batch, time steps, features) with "
-                         "fixed time steps and features.")
+    """Raise ModelError unless the model has a GRU layer (what else it holds is judged by gru_edge.graph.lower)."""
+    from gru_edge.graph import RECURRENT, all_layers
 
-
-def _check_chain(model, name: str) -> None:
-    """Raise ModelError unless the model's graph, walked from its output back to its input, calls each of its layers
-    exactly once, one after the other, in the order of ``model.layers``: the chain the lowering reads. A layer
-    called twice (or a graph that branches) would be lowered into a model that computes something else."""
-    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    calls, tensor = [], model.outputs[0]
-    while True:
-        history = getattr(tensor, "_keras_history", None)
-        if history is None or len(calls) > len(layers) + 1:
-            break
-        node = history.operation._inbound_nodes[history.node_index]
-        if type(history.operation).__name__ == "InputLayer":
-            break
-        calls.append(history.operation)
-        if type(history.operation).__name__ == "Unframe" and len(node.input_tensors) == 2 \
-                and node.input_tensors[1] is model.inputs[0]:
-            tensor = node.input_tensors[0]  # the forecast's levels come from the raw input window
-            continue
-        if len(node.input_tensors) != 1:
-            raise ModelError(f"{name}: layer '{history.operation.name}' takes {len(node.input_tensors)} inputs; "
-                             "gru-edge converts a chain of layers, each fed by the one before.")
-        tensor = node.input_tensors[0]
-    calls.reverse()
-    if [id(c) for c in calls] != [id(layer) for layer in layers]:
-        twice = sorted({c.name for c in calls if sum(c is d for d in calls) > 1})
-        what = (f"calls layer(s) {', '.join(twice)} more than once" if twice else
-                f"computes {' -> '.join(c.name for c in calls) or 'nothing'} but lists the layers "
-                f"{' -> '.join(layer.name for layer in layers)}")
-        raise ModelError(f"{name} {what}; gru-edge converts a chain in which each layer is called once, one after "
-                         "the other, and refuses anything else rather than convert it into a model that computes "
-                         "something different.")
+    kinds = [type(layer).__name__ for layer in all_layers(model)]
+    if not RECURRENT & set(kinds):
+        raise ModelError(f"{name} is not a GRU model: it has no GRU layer (layers: {', '.join(kinds)}); gru-edge "
+                         "converts models with GRU, RNN(GRUCell) or Bidirectional(GRU) layers.")

@@ -65,12 +65,16 @@ class Runner:
         return self.input_shape[0]
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs [N, ...] flattened to [N, O] rows (a parity bundle's form); ``x`` [N, T, F], or [N, T, 1] for a
+        model that takes token ids [B, T]."""
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 3 or x.shape[1:] != self.input_shape[1:]:
+        if x.ndim != 3 or x.shape[1:] != self.input_shape[1:] and (
+                len(self.input_shape) != 2 or x.shape[1:] != (self.input_shape[1], 1)):
             raise ParityError(f"Input shape {tuple(x.shape)} does not match the model's input "
                               f"{self.input_name} {('N',) + self.input_shape[1:]}.")
+        x = x.reshape(len(x), *self.input_shape[1:])
         outs = in_batches(x, self.batch_size, lambda chunk: self._run(**{self.input_name: chunk}))
-        return {k: outs.get(k, np.zeros((0,))) for k in self.output_names}
+        return {k: outs[k].reshape(len(x), -1) if k in outs else np.zeros((0,)) for k in self.output_names}
 
     @property
     def has_step(self) -> bool:
@@ -166,8 +170,9 @@ def _child(folder: Path) -> None:
     model = Path(req["model"])
     try:
         runner = Runner(model, req["signature"], threads=req["threads"])
-        x = np.load(folder / "inputs.npy") if req["inputs"] else np.zeros((runner.batch_size,
-                                                                              *runner.input_shape[1:]), np.float32)
+        shape = runner.input_shape
+        x = np.load(folder / "inputs.npy") if req["inputs"] else np.zeros(
+            (shape[0], shape[1], int(np.prod(shape[2:]))), np.float32)
         doc = {"signature": runner.signature, "input_name": runner.input_name, "output_names": runner.output_names,
                "has_step": runner.has_step}
         if req["accelerator"] == "gpu":

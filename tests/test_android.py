@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from gru_edge import parity, tflite_model
 from gru_edge.android import AndroidError, install, pinned_litert
 from gru_edge.cli import cli
-from gru_edge.verify import verify
+from gru_edge.verification import verify
 
 DEMO = Path(__file__).resolve().parent.parent / "android_demo"
 ASSETS = DEMO / "app" / "src" / "main" / "assets" / "gru_edge"
@@ -90,13 +90,13 @@ def test_android_needs_the_sidecar(demo_copy, gpu_model_and_bundle, tmp_path):
 def test_android_refuses_a_gpu_recipe_that_breaks_the_gpu_rules(demo_copy, r1_run, tmp_path):
     """A GPU recipe on TensorFlow's own unrolled GRU (UNPACK, rank-2 STRIDED_SLICE): refused with the first finding,
     nothing copied."""
-    from gru_edge import convert
+    from gru_edge import conversion
 
     recipe = tmp_path / "loop-gpu.toml"
     recipe.write_text('description = "loop"\n[convert]\nquantization = "float32"\nlowering = "keras"\n'
                       'unroll = true\n[gpu]\nprecision = "fp32"\n'
                       "[verify]\natol = 1e-4\nrtol = 1e-4\nmin_psnr_db = 0.0\nmax_task_metric_delta = 0.5\n")
-    model = convert.convert(r1_run / "model.keras", [str(recipe)], tmp_path / "out").models[0].path
+    model = conversion.convert(r1_run / "model.keras", [str(recipe)], tmp_path / "out").models[0].path
     bundle = verify(r1_run / "model.keras", model, tmp_path / "bundle").bundle
     result = CliRunner().invoke(cli, ["android", str(model), "--bundle", str(bundle), "--demo", str(demo_copy)])
     assert result.exit_code == 1 and "asks for the GPU but" in result.stderr and "op #" in result.stderr

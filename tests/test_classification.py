@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from gru_edge import convert, data, model, runs
+from gru_edge import conversion, data, model, runs
 from gru_edge.errors import DataError
-from gru_edge.verify import verify
+from gru_edge.verification import verify
 
 
 def test_classifier_learns_the_known_answer(cls_run):
@@ -18,7 +18,7 @@ def test_classifier_learns_the_known_answer(cls_run):
 
 
 def test_int8_loses_at_most_half_an_accuracy_point(cls_run, tmp_path):
-    result = convert.convert(cls_run / "model.keras", ["int8", "float32"], tmp_path)
+    result = conversion.convert(cls_run / "model.keras", ["int8", "float32"], tmp_path)
     by = {m.recipe: m for m in result.models}
     rep = verify(cls_run / "model.keras", by["int8"].path).report
     t = rep.task
@@ -48,7 +48,7 @@ def test_classification_needs_features(tmp_path):
 
 
 def test_one_hot_targets_in_the_bundle(cls_run, tmp_path):
-    out = convert.convert(cls_run / "model.keras", ["float16"], tmp_path / "m").models[0]
+    out = conversion.convert(cls_run / "model.keras", ["float16"], tmp_path / "m").models[0]
     bundle = verify(cls_run / "model.keras", out.path, tmp_path / "b").bundle
     t = np.load(bundle / "targets.npy")
     assert t.shape == (124, 3) and np.all(t[:120].sum(axis=1) == 1) and np.isnan(t[120:]).all()

@@ -112,7 +112,7 @@ def test_convert_refuses_a_non_gru_model(tmp_path):
     inputs = keras.Input((8, 2))
     keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten(name="flatten")(inputs))).save(tmp_path / "flat.keras")
     err = fails(1, "convert", tmp_path / "flat.keras", "--to", "float32", "-o", tmp_path / "out")
-    assert "flat.keras is not a GRU model gru-edge supports" in err
+    assert "flat.keras is not a GRU model: it has no GRU layer" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from gru_edge import convert, recipes, tflite_model
+from gru_edge import conversion, recipes, tflite_model
 from gru_edge.errors import ConversionError, ModelError
 from gru_edge.runtime import Runner
 
@@ -72,7 +72,7 @@ max_task_metric_delta = 0.01
 
 
 def test_stock_loop_float_converts_to_a_while_model(r1_run, tmp_path):
-    result = convert.convert(r1_run / "model.keras", [_loop_recipe(tmp_path, "float32")], tmp_path / "out")
+    result = conversion.convert(r1_run / "model.keras", [_loop_recipe(tmp_path, "float32")], tmp_path / "out")
     assert "WHILE" in result.models[0].ops
 
 
@@ -82,26 +82,31 @@ def test_converter_crash_is_a_clear_error_and_leaves_no_file(r1_run, tmp_path):
     with pytest.raises(ConversionError, match=r"The TFLite converter crashed: the child process was killed by "
                                               r"SIGSEGV while converting recipe 'loop-int8' \(int8, lowering = keras, "
                                               r"unroll = false\).*use lowering = \"gru-edge\""):
-        convert.convert(r1_run / "model.keras", ["float32", _loop_recipe(tmp_path, "int8")], out)
+        conversion.convert(r1_run / "model.keras", ["float32", _loop_recipe(tmp_path, "int8")], out)
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_int8_without_training_data_fails_before_converting(r1_run, tmp_path):
+def test_int8_without_calibration_data_is_named_and_the_others_are_made(r1_run, tmp_path):
     lone = tmp_path / "lone"
     lone.mkdir()
     (lone / "model.keras").write_bytes((r1_run / "model.keras").read_bytes())
-    with pytest.raises(ConversionError, match=r"Recipe 'int8' \(int8\) needs calibration data"):
-        convert.convert(lone / "model.keras", ["float16", "int8"], tmp_path / "out")
-    result = convert.convert(lone / "model.keras", ["float16"], tmp_path / "out")
+    result = conversion.convert(lone / "model.keras", ["float16", "int8"], tmp_path / "out")
+    (recipe, why), = result.failed  # int8 cannot be made; float16 still is
+    assert recipe == "int8" and "Recipe 'int8' (int8) needs calibration data: give --calibration FILE" in why
+    assert [m.recipe for m in result.models] == ["float16"] and not result.ok
     assert result.models[0].path.is_file() and json.loads(result.models[0].sidecar.read_text())["framing"] is None
+    assert not (tmp_path / "out" / "model.int8.tflite").exists()
+    with pytest.raises(ConversionError, match=r"Recipe 'int8' \(int8\) needs calibration data"):
+        conversion.convert(lone / "model.keras", ["int8"], tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_missing_and_wrong_model_files(tmp_path):
     with pytest.raises(ModelError, match="Model file not found"):
-        convert.convert(tmp_path / "none.keras", ["float32"], tmp_path)
+        conversion.convert(tmp_path / "none.keras", ["float32"], tmp_path)
     (tmp_path / "m.h5").write_bytes(b"x")
     with pytest.raises(ModelError, match=r"m.h5 is not a .keras file"):
-        convert.convert(tmp_path / "m.h5", ["float32"], tmp_path)
+        conversion.convert(tmp_path / "m.h5", ["float32"], tmp_path)
 
 
 def test_not_a_gru_model(tmp_path):
@@ -112,12 +117,12 @@ def test_not_a_gru_model(tmp_path):
     inputs = keras.Input((8, 2))
     m = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten(name="flatten")(inputs)))
     m.save(tmp_path / "dense.keras")
-    with pytest.raises(ModelError, match=r"dense.keras is not a GRU model gru-edge supports: unsupported layer\(s\) "
-                                         r"flatten \(Flatten\)"):
-        convert.convert(tmp_path / "dense.keras", ["float32"], tmp_path / "out")
+    with pytest.raises(ModelError, match=r"dense.keras is not a GRU model: it has no GRU layer \(layers: InputLayer, "
+                                         r"Flatten, Dense\)"):
+        conversion.convert(tmp_path / "dense.keras", ["float32"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_repeated_recipe(r1_run, tmp_path):
     with pytest.raises(ConversionError, match="Recipe names repeat"):
-        convert.convert(r1_run / "model.keras", ["float32", "float32"], tmp_path)
+        conversion.convert(r1_run / "model.keras", ["float32", "float32"], tmp_path)

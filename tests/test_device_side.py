@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gru_edge.verify import verify
+from gru_edge.verification import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 

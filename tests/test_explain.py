@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from gru_edge import recipes
 from gru_edge.cli import cli
-from gru_edge.convert import explain
+from gru_edge.conversion import explain
 from gru_edge.errors import ConversionError
 
 

@@ -72,7 +72,7 @@ def test_auto_transform_and_int8_on_a_series_that_leaves_its_training_range(tmp_
     """The held-out values lie above everything trained on: 'auto' picks a differenced transform, the model beats
     naive and seasonal-naive, and the int8 model (raw ops in float, the core on differences) stays within its
     limits."""
-    from gru_edge import convert, verify
+    from gru_edge import conversion, verification
 
     csv = _trend_csv(tmp_path / "trend.csv")
     run = model.train(model.TrainConfig(data=str(csv), column="y", units=16, epochs=40, season=12, patience=8),
@@ -87,9 +87,9 @@ def test_auto_transform_and_int8_on_a_series_that_leaves_its_training_range(tmp_
     from test_streaming import STREAMING
 
     (tmp_path / "int8-stream.toml").write_text(STREAMING.format(q="int8", atol=0.2))
-    out = convert.convert(run.model_path, ["int8", str(tmp_path / "int8-stream.toml")], tmp_path / "out")
+    out = conversion.convert(run.model_path, ["int8", str(tmp_path / "int8-stream.toml")], tmp_path / "out")
     for m in out.models:
-        rep = verify.verify(run.model_path, m.path).report
+        rep = verification.verify(run.model_path, m.path).report
         assert rep.passed, (m.recipe, rep.failures)
         assert abs(rep.task.relative_delta) <= 0.05 and rep.task.units == "data units: y"
     assert rep.streaming["passed"] and rep.streaming["max_abs_error"] <= 0.2 * rep.outputs[0].scale
@@ -150,7 +150,7 @@ def test_int16x8_keeps_the_widest_level_margin_that_holds(tmp_path):
     """int16x8 quantizes the raw ops too: on a series spanning a 150x range the int16 LOG loses its smallest
     values when calibrated over 4x or 2x the levels, so the converter keeps a narrower margin, and the model passes
     verify (the training range's edge cases included) and reads levels that far above the training maximum."""
-    from gru_edge import convert, runtime, verify
+    from gru_edge import conversion, runtime, verification
 
     rng = np.random.default_rng(0)
     t = np.arange(120)
@@ -159,10 +159,10 @@ def test_int16x8_keeps_the_widest_level_margin_that_holds(tmp_path):
     csv.write_text("y\n" + "\n".join(f"{v:.3f}" for v in y) + "\n")
     run = model.train(model.TrainConfig(data=str(csv), column="y", transform="log,diff1", units=8, epochs=30,
                                         window=6, patience=5), tmp_path / "run")
-    out = convert.convert(run.model_path, ["int16x8"], tmp_path / "m").models[0]
+    out = conversion.convert(run.model_path, ["int16x8"], tmp_path / "m").models[0]
     margin = json.loads(out.sidecar.read_text())["level_margin"]
     assert margin == 1.5
-    rep = verify.verify(run.model_path, out.path).report
+    rep = verification.verify(run.model_path, out.path).report
     assert rep.passed, rep.failures
     # A held-out window moved up to the margin: the same differences, so the forecast moves with it, unclipped.
     x = np.load(run.run_dir / "windows.npz")["test_x"][:4] * np.float32(margin)
@@ -191,7 +191,7 @@ def test_a_level_far_from_zero_survives_float16_and_int8(tmp_path):
     """A lake level of 579 +- 1 (LakeHuron-like) on its log, without a difference: folded into the input projection
     and the head's bias, the mean (6.36 +- 0.002) cancelled catastrophically in float16 (+115% RMSE) and int8
     (+289%). Centred in float first, every recipe keeps its limits."""
-    from gru_edge import convert, verify
+    from gru_edge import conversion, verification
 
     rng = np.random.default_rng(0)
     e = rng.normal(0, 0.6, 160)
@@ -203,8 +203,8 @@ def test_a_level_far_from_zero_survives_float16_and_int8(tmp_path):
     run = model.train(model.TrainConfig(data=str(csv), column="level", transform="log", window=4, units=8,
                                         epochs=20, patience=5), tmp_path / "run")
     assert framing.Framing.from_dict(run.card["framing"]).centre() is not None
-    for m in convert.convert(run.model_path, ["float16", "int8"], tmp_path / "m").models:
-        rep = verify.verify(run.model_path, m.path).report
+    for m in conversion.convert(run.model_path, ["float16", "int8"], tmp_path / "m").models:
+        rep = verification.verify(run.model_path, m.path).report
         assert rep.passed, (m.recipe, rep.failures)
 
 

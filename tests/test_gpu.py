@@ -68,12 +68,12 @@ def test_android_gpu_model_has_no_findings(which, request):
 
 
 def test_keras_loop_model_is_flagged(r1_run, tmp_path):
-    from gru_edge import convert
+    from gru_edge import conversion
 
     recipe = tmp_path / "loop.toml"
     recipe.write_text('description = "loop"\n[convert]\nquantization = "float32"\nlowering = "keras"\nunroll = false\n'
                       "[verify]\natol = 0.4\nrtol = 0.4\nmin_psnr_db = 0.0\nmax_task_metric_delta = 0.5\n")
-    m = convert.convert(r1_run / "model.keras", [str(recipe)], tmp_path / "out").models[0]
+    m = conversion.convert(r1_run / "model.keras", [str(recipe)], tmp_path / "out").models[0]
     findings = gpu.check(tflite_model.read(m.path))
     assert any(f.op == "WHILE" and f.rules == gpu.LITERT for f in findings)
     assert any(f.op == "WHILE" and f.rules == gpu.CLASSIC for f in findings)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gru_edge import bundle as bundle_mod, runs
-from gru_edge.convert import load_sidecar
+from gru_edge.conversion import load_sidecar
 from gru_edge.io import sha256_file
 
 RUNS = {"train": 3, "convert": 3, "verify": 3, "android": 11}  # 20 kills in all; android is the quickest
@@ -69,9 +69,9 @@ def _whole_assets(folder: Path, new_model: Path) -> bool:
 def world(tmp_path_factory, r1_run, r1_converted):
     """Two models, each converted; bundles of two recipes; a demo copy."""
     root = tmp_path_factory.mktemp("kill")
-    from gru_edge.convert import convert
+    from gru_edge.conversion import convert
     from gru_edge.model import TrainConfig, train
-    from gru_edge.verify import verify
+    from gru_edge.verification import verify
 
     other = train(TrainConfig(units=4, epochs=1, seed=5), root / "other").model_path
     b = convert(other, ["float32"], root / "models-b")

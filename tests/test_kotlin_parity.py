@@ -16,7 +16,7 @@ import pytest
 from gru_edge import bundle as bundle_mod, parity
 from gru_edge.errors import ParityError
 from gru_edge.runtime import Runner
-from gru_edge.verify import verify
+from gru_edge.verification import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def bundles(r1_run, r1_converted, r2_run, r2_converted, cls_run, tmp_path_factor
     made.append(_with_actual(b, actual_of(b, r1["int8"].path)))
     b = bundle(r2_run, r2["android-gpu"], "pass-r2-android-gpu")
     made.append(_with_actual(b, actual_of(b, r2["android-gpu"].path)))
-    from gru_edge.convert import convert
+    from gru_edge.conversion import convert
 
     cls_int8 = convert(cls_run / "model.keras", ["int8"], root / "cls-models").models[0]
     b = bundle(cls_run, cls_int8, "pass-classifier-int8")

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from gru_edge import convert, tflite_model
+from gru_edge import conversion, tflite_model
 from gru_edge.errors import ModelError
 from gru_edge.runtime import Runner
-from gru_edge.verify import verify
+from gru_edge.verification import verify
 
 STREAMING = """description = "{q} with a one-step streaming signature"
 [convert]
@@ -27,7 +27,7 @@ def streamed(r2_run, tmp_path_factory):
     for q, atol in (("float32", 1e-5), ("dynamic-int8", 3e-2), ("int8", 0.2)):
         (d / f"stream-{q}.toml").write_text(STREAMING.format(q=q, atol=atol))
         names.append(str(d / f"stream-{q}.toml"))
-    return convert.convert(r2_run / "model.keras", names, d / "out")
+    return conversion.convert(r2_run / "model.keras", names, d / "out")
 
 
 def test_step_signature_has_explicit_state(streamed):

@@ -5,7 +5,7 @@ import pytest
 
 from gru_edge import parity, recipes
 from gru_edge.errors import ParityError
-from gru_edge.verify import verify
+from gru_edge.verification import verify
 
 
 @pytest.mark.parametrize("which", ["r1", "r2"])

@@ -10,7 +10,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gru_edge import __version__, errors, outputs, recipes, runtime, tflite_model
+import numpy as np
+
+from gru_edge import __version__, arrays, errors, outputs, recipes, runtime, tflite_model
 from gru_edge.compact import compact
 from gru_edge.step_ranges import share_step_ranges
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError, ParityError
@@ -30,23 +32,45 @@ class ConvertedModel:
     weight_bytes: int
     ops: dict
     seconds: float
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {"recipe": self.recipe, "path": str(self.path), "sidecar": str(self.sidecar),
                 "size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes, "ops": self.ops,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
 class ConversionResult:
-    source: Path
+    source: str
     out_dir: Path
     models: tuple[ConvertedModel, ...]
     seconds: float
+    failed: tuple[tuple[str, str], ...] = ()  # (recipe, why it could not be made); the others were made
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def model(self, recipe: str) -> ConvertedModel:
+        return next(m for m in self.models if m.recipe == recipe)
+
+    def require_all(self) -> "ConversionResult":
+        """This result, or ConversionError naming the recipes that could not be made."""
+        if self.failed:
+            raise ConversionError(_failure_text(self.failed))
+        return self
 
     def to_dict(self) -> dict:
-        return {"source": str(self.source), "out_dir": str(self.out_dir), "seconds": self.seconds,
-                "models": [m.to_dict() for m in self.models]}
+        return {"source": self.source, "out_dir": str(self.out_dir), "seconds": self.seconds,
+                "models": [m.to_dict() for m in self.models],
+                "failed": [{"recipe": r, "error": e} for r, e in self.failed]}
+
+
+def _failure_text(failed) -> str:
+    if len(failed) == 1:
+        return failed[0][1]
+    return f"{len(failed)} recipes could not be made: " + " | ".join(f"{r}: {e}" for r, e in failed)
 
 
 def model_file(out_dir: Path, recipe_name: str) -> Path:
@@ -82,40 +106,81 @@ def load_sidecar(tflite_path: Path) -> dict | None:
     return sidecar
 
 
-def convert(model_path: Path, recipe_names: list[str | Recipe], out_dir: Path, log=lambda msg: None) -> ConversionResult:
-    """Convert ``model_path`` once per recipe (a shipped name, a .toml path, or a Recipe); every output file appears
-    whole or not at all."""
-    model_path, out_dir = Path(model_path), Path(out_dir)
-    # Cheap checks first: paths, recipes, calibration data; TensorFlow starts only after they pass.
-    if not model_path.is_file():
-        raise ModelError(f"Model file not found: {model_path}. Give the model.keras written by 'gru-edge train'.")
-    if model_path.suffix != ".keras":
-        raise ModelError(f"{model_path.name} is not a .keras file; gru-edge converts Keras 3 '.keras' models.")
+def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=None,
+            log=lambda msg: None) -> ConversionResult:
+    """Convert ``model`` (a .keras path, or a keras.Model in memory) once per recipe (a shipped name, a .toml path,
+    or a Recipe). ``calibration``: windows shaped like the model's input (an array, or a .npy / .npz / .csv file;
+    gru_edge.arrays) for the recipes that quantize activations; without it they use the training windows
+    'gru-edge train' wrote beside the model. A recipe that cannot be made is named in ``failed`` with the reason,
+    and the others are still made; every output file appears whole or not at all."""
+    out_dir = Path(out_dir)
     if not recipe_names:
         raise ConversionError(f"No recipe given. Shipped: {', '.join(recipes.shipped_names())}.")
     chosen = [r if isinstance(r, Recipe) else recipes.load(r) for r in recipe_names]
     names = [r.name for r in chosen]
     if len(set(names)) != len(names):
         raise ConversionError(f"Recipe names repeat: {', '.join(names)}; give each recipe once.")
-    card = load_card(model_path)
-    windows = windows_file(model_path, card) if card and (model_path.parent / WINDOWS).is_file() else None
-    for r in chosen:
-        if r.needs_calibration and windows is None:
-            raise ConversionError(f"Recipe '{r.name}' ({r.quantization}) needs calibration data: the training card "
-                                  f"and {WINDOWS} written by 'gru-edge train' beside {model_path.name}. "
-                                  "Float recipes (float32, float16, dynamic-int8) need none.")
+    cal = arrays.load(calibration, "calibration windows") if calibration is not None else None
     started = time.perf_counter()
-    with outputs.staged(out_dir, outputs.MODELS) as stage, \
-            tempfile.TemporaryDirectory(prefix="gru-edge-convert-") as scratch:
-        log(f"converting {model_path} to {', '.join(names)} (TensorFlow converter in a child process)")
-        proc = _run_worker(model_path, chosen, card, windows, scratch)
-        done = _read_events(proc, {r.name: r for r in chosen})
-        source = {"path": str(model_path), "sha256": sha256_file(model_path)}
-        results = [_finish(r, Path(done[r.name]["file"]), done[r.name], source, stage, card) for r in chosen]
+    with tempfile.TemporaryDirectory(prefix="gru-edge-convert-") as scratch:
+        model_path, source = _source(model, scratch)
+        # Cheap checks first: paths, recipes, calibration data; TensorFlow starts only after they pass.
+        card = load_card(model_path) if source["kind"] == "file" else None
+        windows = windows_file(model_path, card) if card and (model_path.parent / WINDOWS).is_file() else None
+        if cal is not None:
+            windows, card = Path(scratch) / "calibration.npz", None  # the user's windows, edge cases of their range
+            np.savez(windows, train_x=cal[0])
+        failed = [(r.name, f"Recipe '{r.name}' ({r.quantization}) needs calibration data: give --calibration FILE "
+                           "(windows shaped like the model's input; the API's calibration=), or convert a model "
+                           f"'gru-edge train' wrote (its {WINDOWS}). Float recipes (float32, float16, dynamic-int8) "
+                           "need none.") for r in chosen if r.needs_calibration and windows is None]
+        todo = [r for r in chosen if r.name not in dict(failed)]
+        if not todo:
+            raise ConversionError(_failure_text(failed))
+        with outputs.staged(out_dir, outputs.MODELS) as stage:
+            log(f"converting {source['path']} to {', '.join(r.name for r in todo)} (TensorFlow converter in a "
+                "child process)")
+            proc = _run_worker(model_path, todo, card, windows, scratch)
+            done, errors_, about = _read_events(proc, {r.name: r for r in todo})
+            failed += errors_
+            if not done:
+                raise ConversionError(_failure_text(failed))
+            source |= {"weights_sha256": about.get("weights_sha256"), "form": about.get("form")}
+            results = []
+            for r in [r for r in todo if r.name in done]:
+                try:
+                    results.append(_finish(r, Path(done[r.name]["file"]), done[r.name], source, stage, card,
+                                           about.get("notes", []), cal[1] if cal is not None else None))
+                except ConversionError as e:
+                    failed.append((r.name, str(e)))
+            if not results:
+                raise ConversionError(_failure_text(failed))
     results = [replace(m, path=out_dir / m.path.name, sidecar=out_dir / m.sidecar.name) for m in results]
     for m in results:
         log(f"  {m.recipe}: {m.path} ({m.size_bytes / 1024:.1f} KiB, {sum(m.ops.values())} ops)")
-    return ConversionResult(model_path, out_dir, tuple(results), round(time.perf_counter() - started, 2))
+    order = {n: i for i, n in enumerate(names)}
+    return ConversionResult(source["path"], out_dir, tuple(results), round(time.perf_counter() - started, 2),
+                            tuple(sorted(failed, key=lambda f: order[f[0]])))
+
+
+def _source(model, scratch: str) -> tuple[Path, dict]:
+    """(the .keras file the child process loads, what the sidecar names as the source). A model held in memory is
+    saved into ``scratch`` and named by its weights' fingerprint."""
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.is_file():
+            raise ModelError(f"Model file not found: {path}. Give a .keras file ('gru-edge train' writes one, "
+                             "keras.Model.save another).")
+        if path.suffix != ".keras":
+            raise ModelError(f"{path.name} is not a .keras file; gru-edge converts Keras 3 '.keras' models.")
+        return path, {"kind": "file", "path": str(path), "sha256": sha256_file(path)}
+    if not (hasattr(model, "save") and hasattr(model, "get_weights")):
+        raise ModelError(f"Cannot convert a {type(model).__name__}; give a keras.Model or the path of a .keras file.")
+    from gru_edge.runs import fingerprint
+
+    path = Path(scratch) / "model.keras"
+    model.save(path)
+    return path, {"kind": "memory", "path": f"(in memory) {model.name}", "sha256": fingerprint(model)}
 
 
 def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, windows: Path | None, scratch: str,
@@ -153,23 +218,31 @@ def explain(model_path: Path, recipe: Recipe) -> list[dict]:
     raise ConversionError(f"The quantization debugger exited with status {proc.returncode}: {tail[:300]}")
 
 
-def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) -> dict[str, dict]:
-    done, current = {}, None
+def _read_events(proc: subprocess.CompletedProcess,
+                 by_name: dict[str, Recipe]) -> tuple[dict[str, dict], list[tuple[str, str]], dict]:
+    """(done events by recipe, (recipe, error) for the recipes that could not be made, the model event)."""
+    done, failed, about, current = {}, [], {}, None
     for line in proc.stdout.splitlines():
         if not line.startswith("{"):
             continue
         event = json.loads(line)
+        if event["event"] == "error" and event.get("recipe") in by_name and event.get("kind") != "OutputError":
+            failed.append((event["recipe"], event["message"]))
+            current = None
+            continue
         if event["event"] == "error":
             kind = getattr(errors, event.get("kind", ""), None)
             raise (kind if isinstance(kind, type) and issubclass(kind, GruEdgeError) else ConversionError)(
                 event["message"])
-        if event["event"] == "start":
+        if event["event"] == "model":
+            about = event
+        elif event["event"] == "start":
             current = event["recipe"]
         elif event["event"] == "done":
             done[event["recipe"]] = event
             current = None
-    if proc.returncode == 0 and len(done) == len(by_name):
-        return done
+    if proc.returncode in (0, 3) and len(done) + len(failed) == len(by_name):
+        return done, failed, about
     if proc.returncode < 0 or current is not None:
         how = (f"was killed by {signal_name(proc.returncode)}" if proc.returncode < 0
                else f"exited with status {proc.returncode}")
@@ -185,17 +258,21 @@ def _read_events(proc: subprocess.CompletedProcess, by_name: dict[str, Recipe]) 
     raise ConversionError(f"The conversion process exited with status {proc.returncode}: {tail[:300]}")
 
 
-def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: Path,
-            card: dict | None) -> ConvertedModel:
+def finish_bytes(recipe: Recipe, converted: bytes) -> bytes:
+    """What gru-edge writes for the converter's bytes: shared step ranges (integer recipes), then compacted.
+    lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): left untouched."""
+    if recipe.lowering != "gru-edge":
+        return converted
+    payload = share_step_ranges(converted)[0] if recipe.quantization in ("int8", "int16x8") else converted
+    return compact(payload)[0]
+
+
+def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: Path, card: dict | None,
+            notes: list[str], calibration: str | None) -> ConvertedModel:
     """Check the converted bytes (builtin ops only, loads and runs in LiteRT), then write model and sidecar into
     ``out_dir`` (the staging folder: the models folder is swapped in whole once every recipe is done)."""
     converted = produced.read_bytes()
-    # lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): left untouched.
-    payload, packed = converted, None
-    if recipe.lowering == "gru-edge":
-        if recipe.quantization in ("int8", "int16x8"):
-            payload, _ = share_step_ranges(payload)
-        payload, packed = compact(payload)
+    payload = finish_bytes(recipe, converted)
     info = tflite_model.parse(payload, produced.name)
     if info.custom_ops:
         raise ConversionError(f"Recipe '{recipe.name}' produced ops outside the TFLite builtins "
@@ -231,10 +308,14 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
         "op_versions": info.op_versions,
         "converter_bytes": len(converted),
         "calibration_samples": event["calibration_samples"],
+        "calibration_source": calibration or (f"training windows ({WINDOWS})" if card and recipe.needs_calibration
+                                              else None),
+        "form": source.get("form"),  # chain (streaming possible) or graph (gru_edge.graph)
+        "notes": notes + event.get("notes", []),
         "level_margin": event.get("level_margin"),  # int16x8 on a differencing model: raw levels it reads unclipped
         "convert_seconds": event["seconds"],
     }
     target.write_bytes(payload)
     sidecar_file(target).write_text(json.dumps(sidecar, indent=2) + "\n")
     return ConvertedModel(recipe.name, target, sidecar_file(target), info.size_bytes, info.weight_bytes,
-                          info.op_counts, event["seconds"])
+                          info.op_counts, event["seconds"], tuple(sidecar["notes"]))
