@@ -103,7 +103,7 @@ def _baseline(fit, y: np.ndarray, n_train: int, season: int | None) -> float:
 
 
 def _one(name: str, folder: Path) -> dict:
-    from gru_edge import convert, data, model, runs, verify
+    from gru_edge import conversion, data, model, runs, verification
 
     column, features, season = SERIES[name]
     csv = _csv(name, folder)
@@ -129,10 +129,10 @@ def _one(name: str, folder: Path) -> dict:
            "ets": ets, "sarima": sarima, "units": m["units"]}
     row["gru_over_best_stat"] = row["gru"] / min(ets, sarima)
     row["beats_naive"] = not m["not_beaten_baselines"]
-    out = convert.convert(run.model_path, list(RECIPES), folder / f"{name}-models")
+    out = conversion.convert(run.model_path, list(RECIPES), folder / f"{name}-models")
     keras_model = runs.load_model(run.model_path)
     for r in out.models:
-        rep = verify.verify(run.model_path, r.path, keras_model=keras_model).report
+        rep = verification.verify(run.model_path, r.path, keras_model=keras_model).report
         row[r.recipe] = {"rmse_change": rep.task.relative_delta, "passed": rep.passed, "bytes": r.size_bytes}
     return row
 
