@@ -78,8 +78,9 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
     findings = gpu.check(info)
     if findings and sidecar.get("gpu"):
         raise AndroidError(f"{model.name}'s recipe asks for the GPU but {len(findings)} op(s) break the GPU "
-                           f"rules; the first: {findings[0]}. 'gru-edge inspect {model}' lists them all; a model "
-                           "converted by this gru-edge's own lowering has none.")
+                           f"rules; the first: {findings[0]}. 'gru-edge inspect {model}' lists them all. gru-edge's "
+                           "lowered GRUs have none; the other layers are TensorFlow's ops: replace the layer, or use "
+                           "a recipe without [gpu].")
     if findings:
         warnings.append(f"{len(findings)} GPU finding(s): the demo's GPU run will fall back to the CPU")
     bundle = read_bundle(bundle_dir)

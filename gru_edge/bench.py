@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import conversion as convert_mod, recipes
+from gru_edge import conversion as convert_mod, recipes, tflite_model
 from gru_edge.errors import ConversionError
 from gru_edge.io import native_stderr, quiet_tensorflow
 
@@ -148,6 +148,12 @@ def _release(timers: dict) -> None:
         gc.collect()
 
 
+def _probe(shape) -> np.ndarray:
+    """Timing input: uniform in [0, 1), valid for every model (a token id reads as 0; latency does not depend on
+    the values)."""
+    return np.random.default_rng(0).random(shape).astype(np.float32)
+
+
 def _interpreter_call(path: Path, threads: int, signature: str = "serving_default"):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -155,8 +161,7 @@ def _interpreter_call(path: Path, threads: int, signature: str = "serving_defaul
         interp = Interpreter(model_path=str(path), num_threads=threads)
         interp.allocate_tensors()
     runner = interp.get_signature_runner(signature)
-    feeds = {k: np.random.default_rng(0).standard_normal(d["shape"]).astype(np.float32)
-             for k, d in runner.get_input_details().items()}
+    feeds = {k: _probe(d["shape"]) for k, d in runner.get_input_details().items()}
     runner(**feeds)  # sets the inputs and allocates once
     # Time the graph alone: the signature runner's Python call re-sizes and re-allocates on every call.
     wrapper, subgraph = interp._interpreter, runner._subgraph_index  # noqa: SLF001
@@ -172,10 +177,9 @@ def _compiled_call(path: Path, threads: int):
                        cpu_options=CpuOptions(num_threads=threads, xnnpack_weight_cache_path=XNNPACK_IN_MEMORY_CACHE))
         model = CompiledModel.from_file(str(path), options=opts)
         ins, outs = model.create_input_buffers(0), model.create_output_buffers(0)
-        rng = np.random.default_rng(0)
         for name, buf in zip(model.get_signature_list()["serving_default"]["inputs"], ins):
             shape = model.get_input_tensor_details("serving_default")[name]["shape"]
-            buf.write(rng.standard_normal(int(np.prod(shape))).astype(np.float32))
+            buf.write(_probe(int(np.prod(shape))))
         model.run_by_index(0, ins, outs)  # builds the cache
     return lambda: model.run_by_index(0, ins, outs)
 
@@ -200,7 +204,7 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
     except RuntimeError:
         log("note: TensorFlow was already running; its thread count is its own")
     keras_model = load_model(model_path)
-    _, t, f = keras_model.inputs[0].shape
+    shape = tuple(keras_model.inputs[0].shape[1:])  # [T, F], or [T] token ids
     has_card = load_card(model_path) is not None
     rows: list[BenchRow] = []
     timers: dict[str, callable] = {}
@@ -216,9 +220,10 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
             q = recipes.load(m.recipe).quantization
             rows.append(BenchRow(f"gru-edge {m.recipe}", q, m.size_bytes, weight_bytes(keras_model, q), None, None))
             _timers_for(rows[-1].name, m.path, threads, timers)
-        stream_path = next(m.path for m in ours.models if m.recipe == "float32-streaming")
-        timers["stream-full"] = _interpreter_call(stream_path, threads)
-        timers["stream-step"] = _interpreter_call(stream_path, threads, "step")
+        stream = next(m for m in ours.models if m.recipe == "float32-streaming")
+        if any(s.key == "step" for s in tflite_model.read(stream.path).signatures):  # only chains of forward GRUs
+            timers["stream-full"] = _interpreter_call(stream.path, threads)
+            timers["stream-step"] = _interpreter_call(stream.path, threads, "step")
 
         for name in PLAIN:
             q = PLAIN[name][0]
@@ -236,9 +241,9 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
             rows.append(BenchRow(name, q, got.size_bytes, weight_bytes(keras_model, q), None, None))
             _timers_for(name, got.path, threads, timers)
 
-        spec = tf.TensorSpec([1, t, f], tf.float32)
+        spec = tf.TensorSpec([1, *shape], tf.float32)
         keras_fn = tf.function(lambda x: keras_model(x, training=False), input_signature=[spec])
-        x = tf.constant(np.random.default_rng(0).standard_normal((1, t, f)).astype(np.float32))
+        x = tf.constant(_probe((1, *shape)))
         timers["keras tf.function"] = lambda: keras_fn(x).numpy()
         rows.append(BenchRow("keras tf.function", "float32", None, weight_bytes(keras_model, "float32"), None, None,
                              f"TensorFlow {tf.__version__}, includes the Python call"))
@@ -249,9 +254,11 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
         _release(timers)
     rows = [BenchRow(r.name, r.quantization, r.size_bytes, r.weight_bytes, *timed.get(r.name, (None, None)), r.note,
                      timed.get(r.name + CACHED, (None,))[0]) for r in rows]
-    full, step = timed["stream-full"][0], timed["stream-step"][0]
-    streaming = {"recipe": "float32 + streaming", "time_steps": int(t), "full_us": full, "step_us": step,
-                 "ratio": step * int(t) / full}
+    streaming = None
+    if "stream-step" in timed:
+        (full, _), (step, _), t = timed["stream-full"], timed["stream-step"], shape[0]
+        streaming = {"recipe": "float32 + streaming", "time_steps": t, "full_us": full, "step_us": step,
+                     "ratio": step * t / full}
     return BenchResult(str(model_path), threads, tuple(rows), round(convert_seconds, 2), streaming)
 
 
@@ -263,8 +270,7 @@ def _onnx_row(keras_model, tmp: Path, threads: int, timers: dict) -> BenchRow:
         import tf2onnx  # noqa: F401  (Keras' ONNX export needs it)
     except ImportError:
         return BenchRow(name, "float32", None, wb, None, None, "not installed: pip install 'gru-edge[bench]'")
-    _, t, f = keras_model.inputs[0].shape
-    x = np.random.default_rng(0).standard_normal((1, t, f)).astype(np.float32)
+    x = _probe((1, *keras_model.inputs[0].shape[1:]))
     keras_model(x)
     path = tmp / "model.onnx"
     try:

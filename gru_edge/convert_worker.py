@@ -32,10 +32,13 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
     functions by signature key (none for Keras')."""
     b = recipe.batch_size
     if recipe.lowering == "keras" and isinstance(lowered, graph.GraphModel):
-        plain = tf.function(lambda x: {lowered.output_name: keras_model(x, training=False)}, autograph=False,
-                            input_signature=[tf.TensorSpec([b, *lowered.input_shape], tf.float32,
-                                                           name=lowered.input_name)])
-        return _from_functions(tf, {lowering.SERVE: plain}, keras_model), {}
+        import keras
+
+        # TensorFlow's plain path on the whole graph: its WHILE loops, or Keras' own unroll.
+        plain = keras.models.clone_model(keras_model, clone_function=lambda layer: layer.__class__.from_config(
+            _unrolled(layer.get_config(), recipe.unroll)))
+        plain.set_weights(keras_model.get_weights())
+        return tf.lite.TFLiteConverter.from_keras_model(plain), {}
     if recipe.lowering == "keras":
         import keras
 
@@ -63,14 +66,18 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
     return _from_functions(tf, functions), functions
 
 
-def _from_functions(tf, functions: dict, keras_model=None):
-    """A converter writing one signature per function; ``keras_model``: the model whose layers the functions call
-    (tracked too, or the converter drops the signatures of functions that read its variables)."""
+def _unrolled(cfg, unroll: bool):
+    """A layer config with every recurrent layer's ``unroll`` set (Bidirectional's inner layers too)."""
+    if isinstance(cfg, dict):
+        return {k: unroll if k == "unroll" else _unrolled(v, unroll) for k, v in cfg.items()}
+    return [_unrolled(v, unroll) for v in cfg] if isinstance(cfg, list) else cfg
+
+
+def _from_functions(tf, functions: dict):
+    """A converter writing one signature per function."""
     holder = tf.Module()  # the converter writes a signature for each function this object tracks
     for key, fn in functions.items():
         setattr(holder, key, fn)
-    if keras_model is not None:
-        holder.model = keras_model
     return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function() for fn in functions.values()],
                                                            holder)
 

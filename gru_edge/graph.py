@@ -53,6 +53,7 @@ class GraphModel:
 def lower(model):
     """The chain form (gru_edge.lowering, with streaming) when the model is a plain chain; the graph form otherwise.
     ModelError names what cannot be lowered either way."""
+    check_io(model)
     try:
         check_chain(model, model.name)
         return lowering.read_model(model)
@@ -107,9 +108,8 @@ def _is_model(layer) -> bool:
         "Functional", "Sequential", "Model")
 
 
-def read_graph(model) -> GraphModel:
-    """Check every layer of ``model`` can be lowered exactly (ModelError naming the layer and option otherwise) and
-    read the GRU weights."""
+def check_io(model) -> None:
+    """ModelError unless the model has one input of fixed shape [T, F] or [T], and one output."""
     name = model.name
     if len(model.inputs) != 1:
         raise ModelError(f"{name} has {len(model.inputs)} inputs ({', '.join(t.name for t in model.inputs)}); a "
@@ -123,6 +123,14 @@ def read_graph(model) -> GraphModel:
         raise ModelError(f"{name} takes input shape {tuple(model.inputs[0].shape)}; gru-edge unrolls over a fixed "
                          "number of time steps: build the model on keras.Input((T, F)) (or (T,) for token ids) with "
                          "T and F fixed.")
+
+
+def read_graph(model) -> GraphModel:
+    """Check every layer of ``model`` can be lowered exactly (ModelError naming the layer and option otherwise) and
+    read the GRU weights."""
+    check_io(model)
+    shape = tuple(model.inputs[0].shape)[1:]
+    name = model.name
     specs = {}
     for layer in all_layers(model):
         kind = type(layer).__name__

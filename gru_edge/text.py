@@ -37,7 +37,7 @@ def parity_report(report, header: str) -> str:
         t = report.task
         unit = f" [{t.units}]" if t.units and t.metric != "accuracy" else ""
         lines.append(f"  task {t.metric}{unit}: original {t.reference:.4g}, converted {t.converted:.4g} "
-                     f"({delta(t.relative_delta)}, + is worse) on {t.rows} held-out windows")
+                     f"({delta(t.relative_delta)}, + is worse) on the {t.rows} samples with targets")
         if t.class_agreement is not None:
             lines.append(f"  class agreement with the original: {t.class_agreement:.2%} of {report.samples} samples")
     if report.streaming:

@@ -115,3 +115,27 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), {})
     assert sorted(p.name for p in (tmp_path / "api-out").glob("*.tflite")) == ["model.float32.tflite",
                                                                                "model.int8.tflite"]
+
+
+def test_token_model_through_the_cli_with_class_index_targets(tmp_path):
+    """An Embedding -> Bidirectional GRU classifier on token ids [B, T]: int16x8 is refused by name, the others are
+    written; verify on token windows from a CSV with class-index targets reports accuracy; the bundle re-checks."""
+    keras.utils.set_random_seed(3)
+    tokens = keras.Input((8,))
+    model = keras.Model(tokens, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Bidirectional(keras.layers.GRU(4))(keras.layers.Embedding(20, 4)(tokens))))
+    model.save(tmp_path / "text.keras")
+    rng = np.random.default_rng(0)
+    np.savetxt(tmp_path / "tokens.csv", rng.integers(0, 20, (40, 8)), delimiter=",", fmt="%d")
+    np.save(tmp_path / "labels.npy", rng.integers(0, 3, 40))
+    res = _cli("convert", tmp_path / "text.keras", "--to", "float32,int8,int16x8", "--calibration",
+               tmp_path / "tokens.csv", "-o", tmp_path / "out", code=1)
+    assert "Layer 'embedding' (Embedding): TensorFlow's int16x8 quantizer cannot calibrate" in res.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tflite")) == ["model.float32.tflite", "model.int8.tflite"]
+    doc = json.loads(_cli("verify", tmp_path / "text.keras", tmp_path / "out" / "model.int8.tflite", "--samples",
+                          tmp_path / "tokens.csv", "--targets", tmp_path / "labels.npy", "-o", tmp_path / "b",
+                          "--json", code=0).stdout)
+    assert doc["result"]["task"]["metric"] == "accuracy" and doc["result"]["sample_kinds"]["samples"] == 40
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == [44, 8, 1]  # token ids [N, T] stored as the format's [N, T, F]
+    assert "PASS" in _cli("verify", "--bundle", tmp_path / "b", code=0).stdout
