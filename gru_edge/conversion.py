@@ -140,7 +140,8 @@ def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=
         with outputs.staged(out_dir, outputs.MODELS) as stage:
             log(f"converting {source['path']} to {', '.join(r.name for r in todo)} (TensorFlow converter in a "
                 "child process)")
-            proc = _run_worker(model_path, todo, card, windows, scratch)
+            proc = _run_worker(model_path, todo, card, windows, scratch,
+                               windows_source=cal[1].split(" from ")[-1] if cal is not None else None)
             done, errors_, about = _read_events(proc, {r.name: r for r in todo})
             failed += errors_
             if not done:
@@ -184,9 +185,10 @@ def _source(model, scratch: str) -> tuple[Path, dict]:
 
 
 def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, windows: Path | None, scratch: str,
-                explain: bool = False) -> subprocess.CompletedProcess:
+                explain: bool = False, windows_source: str | None = None) -> subprocess.CompletedProcess:
     request = Path(scratch) / "request.json"
     request.write_text(json.dumps({"model": str(Path(model_path).resolve()), "scratch": scratch, "explain": explain,
+                                   "windows_source": windows_source,
                                    "windows": str(Path(windows).resolve()) if windows else None,
                                    "input_range": [card["input_range"]["min"], card["input_range"]["max"]]
                                    if card else None,

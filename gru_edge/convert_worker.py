@@ -337,9 +337,8 @@ def main(request_path: str) -> int:
         if req.get("windows"):
             with np.load(req["windows"]) as z:
                 train_x = z["train_x"]
-            if tuple(train_x.shape[1:]) != lowered.input_shape:
-                raise ConversionError(f"The calibration windows are shaped {list(train_x.shape)}; the model takes "
-                                      f"[N, {', '.join(map(str, lowered.input_shape))}].")
+            train_x = arrays.as_windows(train_x, lowered.input_shape, "calibration windows",
+                                        req.get("windows_source") or "the calibration data")
             if input_range is None:  # the user's own windows: the edge cases of their range, per feature
                 input_range = tuple(v.tolist() for v in arrays.value_range(train_x))
     except GruEdgeError as e:

@@ -73,8 +73,9 @@ def test_in_memory_model_to_int8_with_its_calibration_passes_on_its_samples(note
 def test_cli_with_a_saved_notebook_model(notebook, tmp_path):
     _, _, _, folder = notebook
     out = tmp_path / "out"
-    _cli("convert", folder / "my.keras", "--to", "float32,int8", "--calibration", folder / "train_x.npy", "-o", out,
-         code=0)
+    np.savetxt(tmp_path / "train_x.csv", np.load(folder / "train_x.npy").reshape(260, -1), delimiter=",")
+    _cli("convert", folder / "my.keras", "--to", "float32,int8", "--calibration", tmp_path / "train_x.csv", "-o", out,
+         code=0)  # one window per CSV row, T x F values
     verdict = _cli("verify", folder / "my.keras", out / "model.int8.tflite", "--samples", folder / "test_x.csv",
                    "--targets", folder / "test_y.npy", code=0).stdout
     assert "PASS" in verdict and "test_x.csv" in verdict
@@ -90,7 +91,8 @@ def test_bad_data_is_one_line_naming_the_problem(notebook, tmp_path):
     np.save(tmp_path / "short.npy", x[:20, :7])
     err = _cli("convert", folder / "my.keras", "--to", "int8", "--calibration", tmp_path / "short.npy", "-o",
                tmp_path / "o1", code=1).stderr
-    assert "The calibration windows are shaped [20, 7, 2]; the model takes [N, 10, 2]." in err
+    assert ("short.npy: the calibration windows are shaped [20, 7, 2]; the model takes [N, 10, 2] (or one row of 20 "
+            "values per window)") in err
     assert not (tmp_path / "o1").exists()
     np.save(tmp_path / "words.npy", np.array([["a", "b"]]))
     err = _cli("convert", folder / "my.keras", "--to", "int8", "--calibration", tmp_path / "words.npy", "-o",

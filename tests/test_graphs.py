@@ -10,7 +10,7 @@ time; test_api.py runs models through the public API and the CLI end to end.
 import numpy as np
 import pytest
 
-from gru_edge import arrays, conversion, convert_worker, graph, parity, recipes
+from gru_edge import arrays, conversion, convert_worker, gpu, graph, parity, recipes, tflite_model
 from gru_edge.errors import ConversionError, ModelError
 from gru_edge.io import quiet_tensorflow
 from gru_edge.runtime import Runner
@@ -22,6 +22,7 @@ with quiet_tensorflow():
 L = keras.layers
 T, F = 6, 2
 RECIPES = [recipes.load(n) for n in recipes.shipped_names()]
+findings: dict[str, set[str]] = {}  # GPU findings of each model's android-gpu file
 
 
 def _functional(build, t=T, f=F):
@@ -107,6 +108,12 @@ NO_INT16 = {"embedding-text": r"Layer 'embedding\w*' \(Embedding\): TensorFlow's
             "layernorm-between": r"Layer 'layer_normalization\w*' \(LayerNormalization\): TensorFlow's int16x8 "
                                  r"quantizer has no 16-bit NEG"}
 
+# The ops TensorFlow's converter makes of the other layers that break a GPU rule (gru_edge.gpu; inspect lists them).
+GPU_FINDINGS = {"bidirectional-none": {"STRIDED_SLICE"},  # x[:, -1]: shrinkAxisMask
+                "timedistributed-pooled": {"STRIDED_SLICE"},  # Keras' TimeDistributed slices each step
+                "embedding-text": {"GATHER"},  # the lookup's 2-D indices
+                "layernorm-between": {"MUL"}}  # LayerNormalization's broadcast [1, T, 1] x [1, 1, U]
+
 REFUSED = {
     "masking": (lambda: _functional(lambda i: L.Dense(1)(L.GRU(4)(L.Masking(0.0)(i)))),
                 r"Layer 'masking\w*' \(Masking\): gru-edge's unrolled GRU does not read masks"),
@@ -165,7 +172,10 @@ def _check(name: str, build):
             continue
         payload, _ = convert_worker.convert_one(tf, reference, lowered, recipe, cal,
                                                 tuple(v.tolist() for v in arrays.value_range(cal)))
-        runner = Runner(conversion.finish_bytes(recipe, payload))
+        payload = conversion.finish_bytes(recipe, payload)
+        if recipe.gpu is not None:  # the GPU recipe: gru-edge's cell breaks no GPU rule; TF's ops may, per op
+            findings[name] = {f.op for f in gpu.check(tflite_model.parse(payload, name))}
+        runner = Runner(payload)
         got = runner.run(x.reshape(len(x), shape[0], -1))
         (out_name,) = runner.output_names
         reports[recipe.name] = parity.compare({out_name: expected}, got, recipe.verify)
@@ -180,6 +190,7 @@ def test_every_recipe_matches_keras(name):
     assert rel <= 1e-5, f"float32 differs from Keras by {rel:.2e} of the output's peak"
     failed = {r: rep.failures for r, rep in reports.items() if not rep.passed}
     assert not failed, failed
+    assert findings[name] == GPU_FINDINGS.get(name, set()), findings[name]
     assert lowered.form == ("chain" if name in ("sequential", "functional-chain", "T=1", "T=200", "keras2-gru",
                                                 "go-backwards") else "graph")
 
