@@ -27,7 +27,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gru_edge.errors import ModelError
-from gru_edge.framing import TINY, Framing
+from gru_edge import raw_ops
+from gru_edge.framing import Framing
+from gru_edge.raw_ops import COUNT, RAW, RING
 
 _GRU_ACTIVATIONS = {"tanh", "sigmoid", "hard_sigmoid", "relu", "linear"}
 _DENSE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax"}
@@ -283,8 +285,8 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
         return x
 
     def forward(sequence):
-        lx = None if fr is None else _log_target(tf, fr, sequence)
-        x = sequence if fr is None else _frame(tf, fr, lx)
+        lx = None if fr is None else raw_ops.log_target(tf, fr, sequence)
+        x = sequence if fr is None else raw_ops.frame(tf, fr, lx)
         for cell in [c for c in cells if c is not None]:
             outs, h = run_gru(tf, cell, x)
             x = concat_steps(tf, outs) if cell.spec.return_sequences else h
@@ -292,7 +294,7 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
         if fr is not None and fr.target:
             with tf.name_scope(RAW):
                 last = tf.reshape(lx[:, fr.window:], [b, fr.lag * f]) if fr.lag else None
-            out = _unframe(tf, fr, out, last)
+            out = raw_ops.unframe(tf, fr, out, last)
         return {lowered.output_name: out}
 
     forward.__name__ = SERVE  # the converter names each signature after its function
@@ -312,7 +314,7 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
             if fr is None:
                 x = tf.reshape(frame, [b, 1, f])
             else:
-                x, gate, last, new = _frame_step(tf, fr, frame, states[len(grus):], b)
+                x, gate, last, new = raw_ops.frame_step(tf, fr, frame, states[len(grus):], b)
             for name, cell, state in zip(names, grus, states):
                 h = tf.reshape(state, [b, 1, cell.u])
                 x = cell.step(tf, cell.project(tf, x), h)
@@ -321,7 +323,7 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
                 new[name] = tf.reshape(x, [b, cell.u])
             out = head(x)
             if fr is not None and fr.target:
-                out = _unframe(tf, fr, out, last)
+                out = raw_ops.unframe(tf, fr, out, last)
             return {lowered.output_name: out, **{f"{k}_out": v for k, v in new.items()}}
 
         ring = [(RING, [b, lag + 1, f]), (COUNT, [b, 1])] if lag else []
@@ -330,94 +332,3 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
             tf.TensorSpec(shape, tf.float32, name=n) for n, shape in ring]
         functions[STEP] = tf.function(step, autograph=False, input_signature=specs)
     return functions
-
-
-RING, COUNT = "state_ring", "state_count"  # a streaming framed model's extra states (zeros to start)
-# Name scope of the ops that compute on raw values or their log (levels that drift with the series): quantized
-# recipes keep them in float (gru_edge.convert_worker), the core's ops see differences and scaled values only.
-RAW = "raw"
-
-
-def _log_target(tf, fr: Framing, x):
-    with tf.name_scope(RAW):
-        if not fr.log:
-            return x
-        logged = tf.math.log(tf.maximum(x, TINY))
-        if fr.features == 1:
-            return logged
-        m = tf.constant(fr.mask())
-        return m * logged + (1.0 - m) * x
-
-
-def _frame(tf, fr: Framing, lx):
-    """The log-applied raw window [B, T + lag, F] -> the core's input [B, T, F] (gru_edge.framing.Frame). The slices
-    are 3-D STRIDED_SLICEs (GPU delegates take them; the int8 quantizer leaves them in float when told)."""
-    d = lx
-    if fr.lag:
-        with tf.name_scope(RAW):
-            d = _difference(tf, fr, lx[:, fr.lag:], lambda j: lx[:, fr.lag - j: fr.input_steps - j])
-    return _scale(tf, fr, d)
-
-
-# MAXIMUM with this stops TensorFlow's converter from folding a centring into the next op (never reached by data).
-LOWEST = -1e30
-
-
-def _scale(tf, fr: Framing, d):
-    """(d - offset) / scale; a column far from zero (Framing.centre) is centred first in float, behind a MAXIMUM
-    that the converter cannot fold into the input projection."""
-    offset, hi = fr.offset(), fr.centre()
-    if hi is not None:
-        with tf.name_scope(RAW):
-            d = tf.maximum(d - tf.constant(hi), LOWEST)
-        offset = offset - hi
-    return (d - tf.constant(offset)) * tf.constant(fr.inverse_scale())
-
-
-def _difference(tf, fr: Framing, now, earlier):
-    """now + sum(p * m * earlier(j)) over the differences' terms (m: the target column; p = -1 is a SUB)."""
-    d = now
-    for j, p in fr.terms():
-        e = earlier(j)
-        if fr.features > 1:
-            e = tf.constant(fr.mask()) * e
-        d = d - e if p == -1 else d + p * e
-    return d
-
-
-def _unframe(tf, fr: Framing, out, last):
-    """The core's output [B, H] -> data units; ``last``: the target's last ``lag`` frames, flattened [B, lag*F]."""
-    hi = fr.centre()
-    hi = 0.0 if hi is None else float(hi[0])
-    dz = out * fr.std + (fr.mean - hi)  # folded into the head: small numbers when the mean is centred below
-    if not fr.lag and not fr.log and not hi:
-        return dz
-    with tf.name_scope(RAW):
-        if hi:
-            dz = tf.maximum(dz, LOWEST) + hi
-        if fr.lag:
-            dz = tf.matmul(last, tf.constant(fr.level_matrix())) + tf.matmul(dz, tf.constant(fr.chain_matrix()))
-        return tf.exp(dz) if fr.log else dz
-
-
-def _frame_step(tf, fr: Framing, frame, extra, b: int):
-    """One raw frame [B, F] -> (the core's input [B, 1, F], the gate [B, 1] (None without a lag), the last ``lag``
-    frames flattened, the ring states' next values). The ring [B, lag + 1, F] holds the last lag + 1 frames (log
-    applied), the count how many frames came, up to lag: the gate opens once ``lag`` frames are in the ring."""
-    f = fr.features
-    lf = _log_target(tf, fr, frame)
-    if not fr.lag:
-        return tf.reshape(_scale(tf, fr, lf), [b, 1, f]), None, None, {}
-    ring, count = extra
-    with tf.name_scope(RAW):
-        lf = tf.reshape(lf, [b, 1, f])
-        tail = ring[:, 1:]  # frames count - lag .. count - 1
-        ring_out = tf.concat([tail, lf], axis=1)
-        # Until ``lag`` frames are in, the ring holds zeros and the difference is a raw level (~70 sigma on the
-        # log): the gate zeroes it, so the core never sees it (the state is held then anyway).
-        gate = tf.minimum(tf.nn.relu(count - (fr.lag - 1)), 1.0)
-        d = tf.reshape(gate, [b, 1, 1]) * _difference(tf, fr, lf, lambda j: ring_out[:, fr.lag - j: fr.lag - j + 1])
-        last = tf.reshape(ring_out[:, 1:], [b, fr.lag * f])
-    z = _scale(tf, fr, d)
-    new = {RING: ring_out, COUNT: tf.minimum(count + 1.0, float(fr.lag))}
-    return z, gate, last, new
