@@ -112,7 +112,8 @@ def check_io(model) -> None:
     """ModelError unless the model has one input of fixed shape [T, F] or [T], and one output."""
     name = model.name
     if len(model.inputs) != 1:
-        raise ModelError(f"{name} has {len(model.inputs)} inputs ({', '.join(t.name for t in model.inputs)}); a "
+        names = ", ".join(getattr(getattr(t, "_keras_history", None), "operation", t).name for t in model.inputs)
+        raise ModelError(f"{name} has {len(model.inputs)} inputs ({names}); a "
                          "gru-edge model and its parity bundle take one input. Join them into one [T, F] input, or "
                          "compute the extra ones (e.g. an initial_state) inside the model.")
     if len(model.outputs) != 1:
