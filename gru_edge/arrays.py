@@ -11,6 +11,7 @@ File forms:
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,9 @@ from gru_edge.errors import DataError
 SUFFIXES = (".npy", ".npz", ".csv")
 
 
-def load(source, what: str, key: str = "x") -> tuple[np.ndarray, str]:
-    """(array as float32, a description of where it came from). ``source``: an array-like or a path."""
+def load(source, what: str, key: str = "x", prefer: str = "train") -> tuple[np.ndarray, str]:
+    """(array as float32, a description of where it came from). ``source``: an array-like or a path; from an .npz
+    the array ``key``, else ``{prefer}_{key}`` (a gru-edge windows.npz: train for calibration, test for samples)."""
     if not isinstance(source, (str, Path)):
         try:
             arr = np.asarray(source)
@@ -36,9 +38,13 @@ def load(source, what: str, key: str = "x") -> tuple[np.ndarray, str]:
     try:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
+            if not isinstance(arr, np.ndarray):
+                arr.close()
+                raise DataError(f"{path.name} is an .npz archive named .npy; rename it to .npz.")
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                names = [n for n in (key, f"train_{key}", f"test_{key}") if n in z.files] or (
+                other = "test" if prefer == "train" else "train"
+                names = [n for n in (key, f"{prefer}_{key}", f"{other}_{key}") if n in z.files] or (
                     z.files if len(z.files) == 1 else [])
                 if not names:
                     raise DataError(f"{path.name} holds {', '.join(z.files) or 'no arrays'}; name the {what} "
@@ -46,7 +52,7 @@ def load(source, what: str, key: str = "x") -> tuple[np.ndarray, str]:
                 arr = z[names[0]]
         else:
             arr = _csv(path, what)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path.name} is not a readable {path.suffix} file ({str(e)[:120]}).") from None
     arr = _numeric(arr, what, path.name)
     return arr, f"{what}: {len(arr)} from {path}"
@@ -97,6 +103,16 @@ def as_windows(arr: np.ndarray, input_shape: tuple, what: str, where: str) -> np
         return np.ascontiguousarray(arr.reshape(len(arr), *shape), np.float32)
     raise DataError(f"{where}: the {what} are shaped {list(arr.shape)}; the model takes [N, "
                     f"{', '.join(map(str, shape))}] (or one row of {math.prod(shape)} values per window).")
+
+
+def check_tokens(windows: np.ndarray, vocabulary: int | None, what: str, where: str) -> None:
+    """DataError unless every value is a token id in [0, vocabulary) (models whose input feeds an Embedding)."""
+    if vocabulary is None:
+        return
+    bad = (windows < 0) | (windows >= vocabulary) | (windows != np.round(windows))
+    if bad.any():
+        raise DataError(f"{where}: the {what} feed an Embedding of {vocabulary} tokens, so every value must be a whole "
+                        f"number from 0 to {vocabulary - 1}; {int(bad.sum())} are not (e.g. {windows[bad][0]:g}).")
 
 
 def as_targets(arr: np.ndarray, n: int, width: int, classes: bool, where: str) -> np.ndarray:

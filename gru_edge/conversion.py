@@ -53,7 +53,12 @@ class ConversionResult:
         return not self.failed
 
     def model(self, recipe: str) -> ConvertedModel:
-        return next(m for m in self.models if m.recipe == recipe)
+        """The model made for ``recipe``; ConversionError saying why when it was not made."""
+        found = [m for m in self.models if m.recipe == recipe]
+        if found:
+            return found[0]
+        why = dict(self.failed).get(recipe, f"it was not asked for (made: {', '.join(m.recipe for m in self.models)})")
+        raise ConversionError(f"No '{recipe}' model: {why}")
 
     def require_all(self) -> "ConversionResult":
         """This result, or ConversionError naming the recipes that could not be made."""
@@ -120,15 +125,16 @@ def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=
     names = [r.name for r in chosen]
     if len(set(names)) != len(names):
         raise ConversionError(f"Recipe names repeat: {', '.join(names)}; give each recipe once.")
-    cal = arrays.load(calibration, "calibration windows") if calibration is not None else None
+    needed = calibration is not None and any(r.needs_calibration for r in chosen)  # only read when used
+    cal = arrays.load(calibration, "calibration windows") if needed else None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gru-edge-convert-") as scratch:
         model_path, source = _source(model, scratch)
         # Cheap checks first: paths, recipes, calibration data; TensorFlow starts only after they pass.
         card = load_card(model_path) if source["kind"] == "file" else None
         windows = windows_file(model_path, card) if card and (model_path.parent / WINDOWS).is_file() else None
-        if cal is not None:
-            windows, card = Path(scratch) / "calibration.npz", None  # the user's windows, edge cases of their range
+        if cal is not None:  # the user's windows, with the edge cases of their range (the card's range is not used)
+            windows = Path(scratch) / "calibration.npz"
             np.savez(windows, train_x=cal[0])
         failed = [(r.name, f"Recipe '{r.name}' ({r.quantization}) needs calibration data: give --calibration FILE "
                            "(windows shaped like the model's input; the API's calibration=), or convert a model "
@@ -140,7 +146,7 @@ def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=
         with outputs.staged(out_dir, outputs.MODELS) as stage:
             log(f"converting {source['path']} to {', '.join(r.name for r in todo)} (TensorFlow converter in a "
                 "child process)")
-            proc = _run_worker(model_path, todo, card, windows, scratch,
+            proc = _run_worker(model_path, todo, None if cal is not None else card, windows, scratch,
                                windows_source=cal[1].split(" from ")[-1] if cal is not None else None)
             done, errors_, about = _read_events(proc, {r.name: r for r in todo})
             failed += errors_
@@ -180,8 +186,14 @@ def _source(model, scratch: str) -> tuple[Path, dict]:
     from gru_edge.runs import fingerprint
 
     path = Path(scratch) / "model.keras"
-    model.save(path)
-    return path, {"kind": "memory", "path": f"(in memory) {model.name}", "sha256": fingerprint(model)}
+    try:
+        model.save(path)
+        named = fingerprint(model)
+    except Exception as e:  # a layer Keras cannot serialize (custom classes, lambdas): Keras' own words
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"Cannot save {model.name} for conversion: {first[:200]}. gru-edge converts models Keras "
+                         "can save and load with safe_mode (no Lambda layers; custom layers registered).") from None
+    return path, {"kind": "memory", "path": f"(in memory) {model.name}", "sha256": named}
 
 
 def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, windows: Path | None, scratch: str,

@@ -337,8 +337,9 @@ def main(request_path: str) -> int:
         if req.get("windows"):
             with np.load(req["windows"]) as z:
                 train_x = z["train_x"]
-            train_x = arrays.as_windows(train_x, lowered.input_shape, "calibration windows",
-                                        req.get("windows_source") or "the calibration data")
+            where = req.get("windows_source") or "the calibration data"
+            train_x = arrays.as_windows(train_x, lowered.input_shape, "calibration windows", where)
+            arrays.check_tokens(train_x, graph.vocabulary(keras_model), "calibration windows", where)
             if input_range is None:  # the user's own windows: the edge cases of their range, per feature
                 input_range = tuple(v.tolist() for v in arrays.value_range(train_x))
     except GruEdgeError as e:
@@ -367,6 +368,13 @@ def main(request_path: str) -> int:
             path.write_bytes(payload)
         except GruEdgeError as e:  # this recipe cannot be made: say why, go on with the others
             _emit(recipe=recipe.name, event="error", kind=type(e).__name__, message=str(e))
+            failed = True
+            continue
+        except Exception as e:  # tracing the graph or calibrating it failed (TensorFlow's errors are many)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            _emit(recipe=recipe.name, event="error", kind="ConversionError",
+                  message=f"Recipe '{recipe.name}': the model could not be lowered or calibrated "
+                          f"({type(e).__name__}: {first[:240]})")
             failed = True
             continue
         except OSError as e:

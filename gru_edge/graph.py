@@ -140,6 +140,7 @@ def read_graph(model) -> GraphModel:
             specs[id(layer)] = (gru_spec(layer.forward_layer, layer.name), gru_spec(layer.backward_layer, layer.name))
         elif kind in ("GRU", "RNN"):
             specs[id(layer)] = gru_spec(layer, layer.name)
+    _refuse_masks(model)  # after the layers: a Masking layer is named as the cause of the masks it makes
     if not specs:
         kinds = ", ".join(type(la).__name__ for la in all_layers(model))
         raise ModelError(f"{name} has no GRU layer (layers: {kinds}); "
@@ -149,6 +150,16 @@ def read_graph(model) -> GraphModel:
                       lowering.identifier(model.inputs[0].name, "sequence"),
                       lowering.identifier(getattr(out, "_keras_history", [None])[0].name
                                           if getattr(out, "_keras_history", None) else "", "output"), specs)
+
+
+def _refuse_masks(model) -> None:
+    """ModelError for a layer or nested model called with an explicit ``mask=``: the unrolled cell ignores masks."""
+    for layer in [model, *model.layers, *all_layers(model)]:
+        for node in getattr(layer, "_inbound_nodes", []):
+            if node.arguments.kwargs.get("mask") is not None:
+                raise ModelError(f"Layer '{layer.name}' ({type(layer).__name__}) is called with mask=...: gru-edge's "
+                                 "unrolled GRU does not read masks, so masked steps would count as data. Call it "
+                                 "without a mask and give windows without padding.")
 
 
 def _refuse(layer, kind: str) -> None:
@@ -324,6 +335,13 @@ def check_recipe(lowered, quantization: str) -> None:
         if why:
             raise ConversionError(f"Layer '{layer.name}' ({type(layer).__name__}): TensorFlow's int16x8 quantizer "
                                   f"{why}; use int8 or a float recipe for this model.")
+
+
+def is_classifier(model) -> bool:
+    """Whether the model's output comes from a softmax (a Dense or an Activation layer)."""
+    history = getattr(model.outputs[0], "_keras_history", None)
+    layer = getattr(history, "operation", None)
+    return getattr(layer, "get_config", lambda: {})().get("activation") == "softmax"
 
 
 def vocabulary(model) -> int | None:

@@ -67,15 +67,17 @@ def make_samples(model_path: Path | None, card: dict | None, input_shape: tuple,
     return _with_edges(base, targets, lo, hi, first, source, n_outputs)
 
 
-def user_samples(samples: tuple, targets: tuple | None, input_shape: tuple, n_outputs: int) -> Samples:
+def user_samples(samples: tuple, targets: tuple | None, input_shape: tuple, n_outputs: int,
+                 vocabulary: int | None = None, classes: bool = False) -> Samples:
     """The caller's samples ((array, source) from gru_edge.arrays.load) plus the edge cases of their range, and
-    their targets if given."""
+    their targets if given (class indices one-hot encoded for a softmax model: ``classes``)."""
     arr, source = samples
     base = arrays.as_windows(arr, input_shape, "samples", source.split(" from ")[-1])
+    arrays.check_tokens(base, vocabulary, "samples", source.split(" from ")[-1])
     truth = None
     if targets is not None:
         t_arr, t_source = targets
-        truth = arrays.as_targets(t_arr, len(base), n_outputs, n_outputs > 1, t_source.split(" from ")[-1])
+        truth = arrays.as_targets(t_arr, len(base), n_outputs, classes, t_source.split(" from ")[-1])
     lo, hi = arrays.value_range(base)
     return _with_edges(base, truth, lo, hi, "samples", f"{source} + edge cases of their range", n_outputs)
 
@@ -116,10 +118,11 @@ def check_identity(keras_path: Path | None, tflite_path: Path, sidecar: dict | N
     if sidecar is None:
         return [f"no sidecar beside {tflite_path.name}: gru-edge cannot confirm it was made from {what}"]
     made_from = sidecar["source_model"]
-    if keras_path is not None:
-        same, theirs = made_from["sha256"] == sha256_file(keras_path), made_from["sha256"]
-    else:
-        theirs = made_from.get("weights_sha256") or made_from["sha256"]
+    theirs = made_from["sha256"]
+    same = keras_path is not None and theirs == sha256_file(keras_path)
+    if not same and (made_from.get("weights_sha256") or keras_path is None):
+        # the same weights saved again, or held in memory: compare the fingerprint of architecture and weights
+        theirs = made_from.get("weights_sha256") or theirs
         same = theirs == runs.fingerprint(keras_model)
     if not same:
         raise ParityError(f"{tflite_path} was converted from another model than {what} (its sidecar names "
@@ -143,8 +146,8 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
     if targets is not None and samples is None:
         raise ParityError("Targets need their samples: give samples too.")
     # The caller's data is read first: a bad file is named before any model is loaded.
-    samples = arrays.load(samples, "samples") if samples is not None else None
-    targets = arrays.load(targets, "targets", key="y") if targets is not None else None
+    samples = arrays.load(samples, "samples", prefer="test") if samples is not None else None
+    targets = arrays.load(targets, "targets", key="y", prefer="test") if targets is not None else None
     tflite_path = Path(tflite_path)
     if not tflite_path.is_file():
         raise ParityError(f"TFLite file not found: {tflite_path}.")
@@ -170,7 +173,8 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
                               f"model. Convert {name} again.")
         card = runs.load_card(keras_path) if keras_path else None
         if samples is not None:
-            smp = user_samples(samples, targets, input_shape, o)
+            smp = user_samples(samples, targets, input_shape, o, graph.vocabulary(keras_model),
+                               graph.is_classifier(keras_model))
         else:
             smp = make_samples(keras_path, card, input_shape, o, framing_=framing.of_model(keras_model),
                                vocabulary=graph.vocabulary(keras_model))
@@ -184,7 +188,7 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
             raise ParityError(f"{tflite_path.name} outputs {shapes} but {name} outputs "
                               f"{list(expected_arr.shape)}: they are not the same model.")
         expected = {run.output_names[0]: expected_arr}
-        task = _task(card) if samples is None else _user_task(smp.targets, keras_model)
+        task = _task(card) if samples is None else _user_task(smp.targets, graph.is_classifier(keras_model))
         if smp.source.startswith("generated"):
             notes.append(smp.source)
         report = parity.judge(expected, run, tol, source, smp.targets, task, precision).with_notes(notes)
@@ -195,13 +199,13 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
     return VerifyResult(report, recipe, smp, Path(bundle_dir) if bundle_dir is not None else None)
 
 
-def _user_task(targets: np.ndarray | None, keras_model) -> Task | None:
+def _user_task(targets: np.ndarray | None, classifier: bool) -> Task | None:
     """The caller's targets: accuracy for a softmax classifier with one-hot (or class index) targets, else RMSE."""
     if targets is None:
         return None
     rows = targets[~np.isnan(targets).any(axis=1)]
     onehot = targets.shape[1] > 1 and np.isin(rows, (0.0, 1.0)).all() and (rows.sum(axis=1) == 1).all()
-    if onehot:
+    if classifier and onehot:
         return Task("classification", "accuracy", 1.0, 0.0, "fraction of the samples")
     return Task("regression", "rmse", 1.0, 0.0, "the targets' units")
 

@@ -117,6 +117,8 @@ GPU_FINDINGS = {"bidirectional-none": {"STRIDED_SLICE"},  # x[:, -1]: shrinkAxis
 REFUSED = {
     "masking": (lambda: _functional(lambda i: L.Dense(1)(L.GRU(4)(L.Masking(0.0)(i)))),
                 r"Layer 'masking\w*' \(Masking\): gru-edge's unrolled GRU does not read masks"),
+    "explicit-mask": (lambda: _functional(lambda i: L.Dense(1)(L.GRU(4)(i, mask=keras.ops.any(
+        keras.ops.not_equal(i, 0.0), axis=-1)))), r"Layer 'gru\w*' \(GRU\) is called with mask=\.\.\.: gru-edge's"),
     "lstm": (lambda: _functional(lambda i: L.Dense(1)(L.GRU(3)(L.LSTM(4, return_sequences=True)(i)))),
              r"Layer 'lstm\w*' \(LSTM\): gru-edge lowers GRU layers only"),
     "two-inputs": (lambda: keras.Model([a := keras.Input((T, F)), h := keras.Input((4,))],
