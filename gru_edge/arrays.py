@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,15 +22,22 @@ from gru_edge.errors import DataError
 SUFFIXES = (".npy", ".npz", ".csv")
 
 
-def load(source, what: str, key: str = "x", prefer: str = "train") -> tuple[np.ndarray, str]:
-    """(array as float32, a description of where it came from). ``source``: an array-like or a path; from an .npz
-    the array ``key``, else ``{prefer}_{key}`` (a gru-edge windows.npz: train for calibration, test for samples)."""
+class Loaded(NamedTuple):
+    values: np.ndarray  # float32
+    where: str  # the file, or "the array given": what error messages name
+    source: str  # what reports and sidecars say, e.g. "samples: 50 from tok.csv"
+
+
+def load(source, what: str, key: str = "x", prefer: str = "train") -> Loaded:
+    """``source`` (an array-like or a path) read as float32; from an .npz the array ``key``, else ``{prefer}_{key}``
+    (a gru-edge windows.npz: train for calibration, test for samples)."""
     if not isinstance(source, (str, Path)):
         try:
             arr = np.asarray(source)
         except (ValueError, TypeError) as e:
             raise DataError(f"The {what} are not an array of numbers ({e}).") from None
-        return _numeric(arr, what, "the array given"), f"{what}: an array of {len(arr)} given by the caller"
+        where = "the array given"
+        return Loaded(_numeric(arr, what, where), where, f"{what}: an array of {len(arr)} given by the caller")
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{what.capitalize()} file not found: {path}. Give a .npy, .npz or .csv file.")
@@ -55,7 +63,7 @@ def load(source, what: str, key: str = "x", prefer: str = "train") -> tuple[np.n
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path.name} is not a readable {path.suffix} file ({str(e)[:120]}).") from None
     arr = _numeric(arr, what, path.name)
-    return arr, f"{what}: {len(arr)} from {path}"
+    return Loaded(arr, str(path), f"{what}: {len(arr)} from {path}")
 
 
 def _csv(path: Path, what: str) -> np.ndarray:

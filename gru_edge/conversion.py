@@ -16,7 +16,7 @@ from gru_edge import __version__, arrays, errors, outputs, recipes, runtime, tfl
 from gru_edge.compact import compact
 from gru_edge.step_ranges import share_step_ranges
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError, ParityError
-from gru_edge.io import child_command, sha256_file, signal_name
+from gru_edge.io import child_command, read_json_doc, sha256_file, signal_name
 from gru_edge.runs import WINDOWS, load_card, windows_file
 from gru_edge.recipes import Recipe
 
@@ -91,11 +91,7 @@ def load_sidecar(tflite_path: Path) -> dict | None:
     path = sidecar_file(tflite_path)
     if not path.is_file():
         return None
-    try:
-        sidecar = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ConversionError(f"{path} is not valid JSON ({getattr(e, 'msg', type(e).__name__)}); convert the "
-                              "model again.") from None
+    sidecar = read_json_doc(path, ConversionError, "convert the model again")
     fmt = sidecar.get("format") if isinstance(sidecar, dict) else None
     if fmt != SIDECAR_FORMAT:
         raise ConversionError(f"{path} is not a gru-edge sidecar of this version (format {fmt!r}, expected "
@@ -135,7 +131,7 @@ def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=
         windows = windows_file(model_path, card) if card and (model_path.parent / WINDOWS).is_file() else None
         if cal is not None:  # the user's windows, with the edge cases of their range (the card's range is not used)
             windows = Path(scratch) / "calibration.npz"
-            np.savez(windows, train_x=cal[0])
+            np.savez(windows, train_x=cal.values)
         failed = [(r.name, f"Recipe '{r.name}' ({r.quantization}) needs calibration data: give --calibration FILE "
                            "(windows shaped like the model's input; the API's calibration=), or convert a model "
                            f"'gru-edge train' wrote (its {WINDOWS}). Float recipes (float32, float16, dynamic-int8) "
@@ -147,7 +143,7 @@ def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=
             log(f"converting {source['path']} to {', '.join(r.name for r in todo)} (TensorFlow converter in a "
                 "child process)")
             proc = _run_worker(model_path, todo, None if cal is not None else card, windows, scratch,
-                               windows_source=cal[1].split(" from ")[-1] if cal is not None else None)
+                               windows_source=cal.where if cal is not None else None)
             done, errors_, about = _read_events(proc, {r.name: r for r in todo})
             failed += errors_
             if not done:
@@ -157,7 +153,7 @@ def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=
             for r in [r for r in todo if r.name in done]:
                 try:
                     results.append(_finish(r, Path(done[r.name]["file"]), done[r.name], source, stage, card,
-                                           about.get("notes", []), cal[1] if cal is not None else None))
+                                           about.get("notes", []), cal.source if cal is not None else None))
                 except ConversionError as e:
                     failed.append((r.name, str(e)))
             if not results:

@@ -63,7 +63,11 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
     functions = (graph.build_function(lowered, b, integer) if isinstance(lowered, graph.GraphModel) else
                  lowering.build_functions(lowered, b, streaming=recipe.streaming and streams(lowered),
                                           integer=integer))
-    return _from_functions(tf, functions), functions
+    holder = tf.Module()  # the converter writes a signature for each function this object tracks
+    for key, fn in functions.items():
+        setattr(holder, key, fn)
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function() for fn in functions.values()],
+                                                           holder), functions
 
 
 def _unrolled(cfg, unroll: bool):
@@ -71,15 +75,6 @@ def _unrolled(cfg, unroll: bool):
     if isinstance(cfg, dict):
         return {k: unroll if k == "unroll" else _unrolled(v, unroll) for k, v in cfg.items()}
     return [_unrolled(v, unroll) for v in cfg] if isinstance(cfg, list) else cfg
-
-
-def _from_functions(tf, functions: dict):
-    """A converter writing one signature per function."""
-    holder = tf.Module()  # the converter writes a signature for each function this object tracks
-    for key, fn in functions.items():
-        setattr(holder, key, fn)
-    return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function() for fn in functions.values()],
-                                                           holder)
 
 
 def streams(lowered) -> bool:
@@ -112,8 +107,7 @@ def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[
     picked = windows[order[:n]]
     if input_range is None:
         return picked
-    edges = data.edge_cases(windows.shape[1], windows.shape[2] if windows.ndim == 3 else 1, *input_range)
-    edges = edges.reshape(-1, *windows.shape[1:])
+    edges = data.edge_windows(windows.shape[1:], *input_range)
     return np.concatenate([picked, edges[:2] if lag and recipe.quantization == "int8" else edges])
 
 

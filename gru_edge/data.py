@@ -361,6 +361,11 @@ def edge_cases(time_steps: int, features: int, lo, hi) -> np.ndarray:
     return np.stack([lo_w, hi_w, up, down])
 
 
+def edge_windows(shape: tuple, lo, hi) -> np.ndarray:
+    """``edge_cases`` shaped like windows of ``shape`` (T, F), or (T,) for token ids: [4, *shape]."""
+    return edge_cases(shape[0], shape[1] if len(shape) > 1 else 1, lo, hi).reshape(-1, *shape)
+
+
 def write_synthetic_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
     """Write a generated multivariate series (target y, features a, b, c) for tests and benchmarks."""
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ without a fixed length.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -41,13 +41,6 @@ class GraphModel:
     def time_steps(self) -> int:
         return self.input_shape[0]
 
-    @property
-    def features(self) -> int:
-        return self.input_shape[1] if len(self.input_shape) > 1 else 1
-
-    @property
-    def grus(self) -> list[GruSpec]:
-        return [s for v in self.specs.values() for s in (v if isinstance(v, tuple) else (v,))]
 
 
 def lower(model):
@@ -195,9 +188,8 @@ def gru_spec(layer, name: str) -> GruSpec:
         raise ModelError(f"Layer '{name}' ({type(layer).__name__}({type(cell).__name__})): gru-edge lowers GRU "
                          "cells only. Use keras.layers.GRU or RNN(GRUCell).")
     cfg = {**cell.get_config(), "return_sequences": layer.return_sequences, "go_backwards": layer.go_backwards,
-           "stateful": layer.stateful, "return_state": False}
-    spec = lowering.gru_spec(layer, cfg, name)
-    return spec.with_state(bool(layer.return_state))
+           "stateful": layer.stateful}
+    return replace(lowering.gru_spec(layer, cfg, name), return_state=bool(layer.return_state))
 
 
 def build_function(gm: GraphModel, batch_size: int, integer: bool = False) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -55,6 +56,15 @@ def quiet_tensorflow():
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def read_json_doc(path: Path, error: type, fix: str):
+    """The JSON document in ``path`` (a file that exists); ``error`` naming the file and ``fix`` when it is not
+    valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise error(f"{path} is not valid JSON ({getattr(e, 'msg', type(e).__name__)}); {fix}.") from None
 
 
 def child_command(module: str, *args) -> list[str]:

@@ -22,7 +22,7 @@ The optional ``step`` function is the same cell for one time step with the state
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,9 +53,6 @@ class GruSpec:
     activation: str
     recurrent_activation: str
     return_state: bool = False  # graph form only (gru_edge.graph): the last state as a second output
-
-    def with_state(self, return_state: bool) -> "GruSpec":
-        return replace(self, return_state=return_state)
 
 
 @dataclass(frozen=True)

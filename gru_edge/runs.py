@@ -11,7 +11,8 @@ import numpy as np
 
 from gru_edge import data
 from gru_edge.errors import ModelError
-from gru_edge.io import quiet_tensorflow, sha256_file
+from gru_edge.graph import RECURRENT, all_layers
+from gru_edge.io import quiet_tensorflow, read_json_doc, sha256_file
 
 MODEL = "model.keras"
 CARD = "training.json"
@@ -37,11 +38,7 @@ def load_card(model_path: Path) -> dict | None:
     path = Path(model_path).parent / CARD
     if not path.is_file():
         return None
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ModelError(f"{path} is not valid JSON ({getattr(e, 'msg', type(e).__name__)}); train again or "
-                         "remove it.") from None
+    card = read_json_doc(path, ModelError, "train again or remove it")
     fmt = card.get("format") if isinstance(card, dict) else None
     if fmt in ("gru-edge-training/1", "gru-edge-training/2"):
         raise ModelError(f"{path} was written by an older gru-edge (its model reads scaled values, not the data's "
@@ -110,8 +107,6 @@ def fingerprint(model) -> str:
 
 def check_model(model, name: str) -> None:
     """Raise ModelError unless the model has a GRU layer (what else it holds is judged by gru_edge.graph.lower)."""
-    from gru_edge.graph import RECURRENT, all_layers
-
     kinds = [type(layer).__name__ for layer in all_layers(model)]
     if not RECURRENT & set(kinds):
         raise ModelError(f"{name} is not a GRU model: it has no GRU layer (layers: {', '.join(kinds)}); gru-edge "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import arrays, data, framing, outputs, parity, recipes, runs, tflite_model
+from gru_edge import arrays, data, framing, graph, outputs, parity, recipes, runs, tflite_model
 from gru_edge.bundle import Task, write_bundle_files
 from gru_edge.conversion import load_sidecar
 from gru_edge.errors import ParityError
@@ -67,24 +67,22 @@ def make_samples(model_path: Path | None, card: dict | None, input_shape: tuple,
     return _with_edges(base, targets, lo, hi, first, source, n_outputs)
 
 
-def user_samples(samples: tuple, targets: tuple | None, input_shape: tuple, n_outputs: int,
+def user_samples(samples: arrays.Loaded, targets: arrays.Loaded | None, input_shape: tuple, n_outputs: int,
                  vocabulary: int | None = None, classes: bool = False) -> Samples:
-    """The caller's samples ((array, source) from gru_edge.arrays.load) plus the edge cases of their range, and
-    their targets if given (class indices one-hot encoded for a softmax model: ``classes``)."""
-    arr, source = samples
-    base = arrays.as_windows(arr, input_shape, "samples", source.split(" from ")[-1])
-    arrays.check_tokens(base, vocabulary, "samples", source.split(" from ")[-1])
+    """The caller's samples plus the edge cases of their range, and their targets if given (class indices one-hot
+    encoded for a softmax model: ``classes``)."""
+    base = arrays.as_windows(samples.values, input_shape, "samples", samples.where)
+    arrays.check_tokens(base, vocabulary, "samples", samples.where)
     truth = None
     if targets is not None:
-        t_arr, t_source = targets
-        truth = arrays.as_targets(t_arr, len(base), n_outputs, classes, t_source.split(" from ")[-1])
+        truth = arrays.as_targets(targets.values, len(base), n_outputs, classes, targets.where)
     lo, hi = arrays.value_range(base)
-    return _with_edges(base, truth, lo, hi, "samples", f"{source} + edge cases of their range", n_outputs)
+    return _with_edges(base, truth, lo, hi, "samples", f"{samples.source} + edge cases of their range", n_outputs)
 
 
 def _with_edges(base, targets, lo, hi, first: str, source: str, n_outputs: int) -> Samples:
     shape = base.shape[1:]
-    edges = data.edge_cases(shape[0], shape[1] if len(shape) > 1 else 1, lo, hi).reshape(-1, *shape)
+    edges = data.edge_windows(shape, lo, hi)
     inputs = np.concatenate([base.astype(np.float32), edges])
     kinds = {first: len(base), **{name: 1 for name in data.EDGE_CASES}}
     if targets is not None:
@@ -159,8 +157,6 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
     with outputs.staged(bundle_dir, outputs.BUNDLE) if bundle_dir is not None else nullcontext() as stage:
         keras_model = keras_model or runs.load_model(keras_path)
         notes = check_identity(keras_path, tflite_path, sidecar, keras_model) + notes
-        from gru_edge import graph
-
         reference, policy = graph.float32_twin(keras_model)
         notes += [policy] if policy else []
         input_shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:])

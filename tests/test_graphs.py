@@ -10,7 +10,7 @@ time; test_api.py runs models through the public API and the CLI end to end.
 import numpy as np
 import pytest
 
-from gru_edge import arrays, conversion, convert_worker, gpu, graph, parity, recipes, tflite_model
+from gru_edge import arrays, conversion, convert_worker, data, gpu, graph, parity, recipes, tflite_model
 from gru_edge.errors import ConversionError, ModelError
 from gru_edge.io import quiet_tensorflow
 from gru_edge.runtime import Runner
@@ -160,11 +160,8 @@ def _check(name: str, build):
     held = _samples(model, 12, 2)
     cal = np.concatenate([_samples(model, 88, 1), held])
     lo, hi = arrays.value_range(held)
-    from gru_edge import data
-
     shape = held.shape[1:]
-    edges = data.edge_cases(shape[0], shape[1] if len(shape) > 1 else 1, lo, hi).reshape(-1, *shape)
-    x = np.concatenate([held, edges])
+    x = np.concatenate([held, data.edge_windows(shape, lo, hi)])
     expected = np.asarray(reference(x, training=False), np.float32).reshape(len(x), -1)
     reports, rel = {}, None
     for recipe in RECIPES:
