@@ -1,4 +1,4 @@
-"""Copy a converted model, its sidecar and its parity bundle into the Android demo's assets, after checking them.
+"""Copy a converted model and its parity bundle into the Android demo's assets, after checking them.
 
 No TensorFlow. The demo pins its LiteRT version in android_demo/gradle/libs.versions.toml; the model must load in
 LiteRT's standard runtime (the same LiteRT release on the desktop), use builtin ops only, pass gru-edge's GPU rules
@@ -7,7 +7,6 @@ when its recipe asks for the GPU, and be the model the bundle was made with.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tomllib
 from dataclasses import dataclass, field
@@ -16,11 +15,11 @@ from pathlib import Path
 
 from gru_edge import gpu, outputs, runtime, tflite_model
 from gru_edge.bundle import bundle_file, read_bundle
-from gru_edge.conversion import load_sidecar, sidecar_file
+from gru_edge.description import load as load_description
 from gru_edge.errors import GruEdgeError
 from gru_edge.io import sha256_file
 
-ASSETS = Path("app/src/main/assets/gru_edge")  # the demo reads model.tflite, model.json and bundle/ from here
+ASSETS = Path("app/src/main/assets/gru_edge")  # the demo reads model.tflite (which describes itself) and bundle/
 
 
 class AndroidError(GruEdgeError):
@@ -38,6 +37,38 @@ class AndroidResult:
     def to_dict(self) -> dict:
         return {"demo": str(self.demo), "litert_pinned": self.litert_pinned, "litert_checked": self.litert_checked,
                 "assets": list(self.assets), "warnings": list(self.warnings)}
+
+
+def template() -> Path:
+    """The demo project shipped with gru-edge: inside the installed package (the wheel maps android_demo/ to
+    gru_edge/android_demo), else the source tree's android_demo/."""
+    package = Path(__file__).resolve().parent
+    installed = package / "android_demo"
+    return installed if installed.is_dir() else package.parent / "android_demo"
+
+
+def init(folder: Path) -> Path:
+    """Write the demo project (Kotlin app, its parity package and JUnit tests, the default model and bundle) into
+    ``folder``, a new or empty folder; nothing is written if it cannot be written whole."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise AndroidError(f"{folder} exists and is not an empty folder; name a new folder for the demo project.")
+    source = template()
+    if not (source / "gradle" / "libs.versions.toml").is_file():
+        raise AndroidError(f"The Android demo template is missing from this installation ({source}); reinstall "
+                           "gru-edge.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.gru-edge-init"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "build", ".gradle", "*.pyc"))
+        (staging / "jvm-test.sh").chmod(0o755)
+        if folder.exists():
+            folder.rmdir()
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def pinned_litert(demo: Path) -> str:
@@ -71,10 +102,10 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
     warnings = []
     if installed.split(".")[:2] != pinned.split(".")[:2]:
         warnings.append(f"checked with ai-edge-litert {installed}; the demo pins LiteRT {pinned}")
-    sidecar = load_sidecar(model)
+    sidecar = load_description(model)  # the model's own, checked against its sidecar when there is one
     if sidecar is None:
-        raise AndroidError(f"No sidecar {sidecar_file(model).name} beside {model.name}: the demo reads its GPU "
-                           "settings from it. Convert with 'gru-edge convert'.")
+        raise AndroidError(f"{model.name} carries no gru-edge description (the demo reads its GPU settings, units "
+                           "and states from it): convert it with 'gru-edge convert'.")
     findings = gpu.check(info)
     if findings and sidecar.get("gpu"):
         raise AndroidError(f"{model.name}'s recipe asks for the GPU but {len(findings)} op(s) break the GPU "
@@ -93,9 +124,8 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
         ([m["task"]["targets"]] if m.get("task") else [])
     with outputs.staged(demo / ASSETS, outputs.ASSETS) as staging:
         shutil.copyfile(model, staging / "model.tflite")
-        (staging / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
         (staging / "bundle").mkdir()
         for name in names:
             shutil.copyfile(bundle_file(bundle_dir, name, "bundle file"), staging / "bundle" / name)
-    copied = ["model.tflite", "model.json"] + [f"bundle/{n}" for n in sorted(names)]
+    copied = ["model.tflite"] + [f"bundle/{n}" for n in sorted(names)]
     return AndroidResult(demo, pinned, installed, tuple(copied), tuple(warnings))

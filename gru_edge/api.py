@@ -47,22 +47,24 @@ def convert(model, to, out: str | Path, calibration=None, log=None):
 
 
 def verify(model, tflite: str | Path, samples=None, targets=None, bundle: str | Path | None = None,
-           recipe: str | None = None, accelerator: str = "cpu"):
+           recipe: str | None = None, accelerator: str = "cpu", runtime: str = "litert"):
     """Compare ``tflite`` with ``model`` (a keras.Model or a .keras path) on ``samples`` (array or file; default:
     the training card's held-out windows, or generated ones) plus edge cases; ``targets`` give the task-metric
     delta; ``bundle``: also write a parity bundle there. Returns verification.VerifyResult (``.report.passed``)."""
     from gru_edge.verification import verify as run
 
     return run(model, Path(tflite), Path(bundle) if bundle else None, recipe, accelerator, samples=samples,
-               targets=targets)
+               targets=targets, runtime=runtime)
 
 
 def check_bundle(bundle: str | Path, model: str | Path | None = None, accelerator: str = "cpu",
-                 recipe: str | None = None):
-    """Re-check a parity bundle with LiteRT (no TensorFlow needed). Returns parity.ParityReport."""
+                 recipe: str | None = None, runtime: str = "litert"):
+    """Re-check a parity bundle (no TensorFlow needed) with ``runtime``: litert, tflite-runtime or tensorflow.
+    Returns parity.ParityReport."""
     from gru_edge.parity import check_bundle as run
 
-    return run(Path(bundle), Path(model) if model else None, accelerator=accelerator, recipe=recipe)
+    return run(Path(bundle), Path(model) if model else None, accelerator=accelerator, recipe=recipe,
+               runtime=runtime)
 
 
 @dataclass(frozen=True)
@@ -71,17 +73,23 @@ class Inspection:
 
     model: object  # tflite_model.TfliteModel
     gpu_findings: tuple
+    description: dict | None = None  # what gru-edge wrote into the model (gru_edge.description), sidecar-shaped
+    runtime: object = None  # runtimes.Prediction, when a runtime was named
 
     def to_dict(self) -> dict:
-        return {**self.model.to_dict(), "gpu_findings": [f.to_dict() for f in self.gpu_findings]}
+        return {**self.model.to_dict(), "gpu_findings": [f.to_dict() for f in self.gpu_findings],
+                "description": self.description, "runtime": self.runtime.to_dict() if self.runtime else None}
 
 
-def inspect(tflite: str | Path) -> Inspection:
-    """Signatures, ops, op versions, size split and GPU-delegate findings of a .tflite (no TensorFlow needed)."""
-    from gru_edge import gpu, tflite_model
+def inspect(tflite: str | Path, runtime: str | None = None) -> Inspection:
+    """Signatures, ops, op versions, size split, GPU-delegate findings and gru-edge's description of a .tflite (no
+    TensorFlow needed); ``runtime`` (e.g. "tflite-runtime==2.14"): what that runtime will refuse at load."""
+    from gru_edge import description, gpu, runtimes, tflite_model
 
+    prediction_for = runtimes.known_runtime(runtime) if runtime else None  # a bad name before the file is read
     info = tflite_model.read(Path(tflite))
-    return Inspection(info, tuple(gpu.check(info)))
+    return Inspection(info, tuple(gpu.check(info)), description.load(Path(tflite)),
+                      runtimes.predict(info, prediction_for) if prediction_for else None)
 
 
 def list_recipes() -> list:

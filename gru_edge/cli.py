@@ -241,6 +241,11 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
               help="Write a parity bundle to this folder")
 @click.option("--accelerator", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="gpu: run through LiteRT's CompiledModel GPU accelerator (exit 3 when no GPU is usable)")
+@click.option("--runtime", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "litert-compiled"]),
+              default="litert", show_default=True,
+              help="What runs the .tflite: ai-edge-litert's Interpreter, tflite-runtime (e.g. 2.14 on a Raspberry "
+                   "Pi), TensorFlow's tf.lite, or ai-edge-litert's CompiledModel on the CPU with the weight cache (as "
+                   "the Android demo); each imported only when chosen")
 @click.option("--explain", is_flag=True, help="int8: rank the quantized ops by their error against float")
 @click.option("--samples", type=click.Path(dir_okay=False, path_type=Path),
               help="Sample windows shaped like the model's input (.npy, .npz, .csv); default: the training card's "
@@ -248,7 +253,8 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
 @click.option("--targets", type=click.Path(dir_okay=False, path_type=Path),
               help="With --samples: the true outputs (or class indices), for the task-metric delta")
 @command
-def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, samples, targets, as_json, log):
+def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, runtime, explain, samples, targets, as_json,
+           log):
     """Check a .tflite gives the original model's outputs; exit 0 pass, 1 fail, 3 no GPU.
 
     Examples:
@@ -257,17 +263,22 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, 
 
       gru-edge verify --bundle bundle-int8
 
+      gru-edge verify --bundle bundle-int8 --runtime tflite-runtime
+
       gru-edge verify runs/airline/model.keras out/model.android-gpu.tflite --accelerator gpu
     """
     if targets and not samples:
         raise click.UsageError("--targets needs --samples (the windows they belong to).")
+    if accelerator == "gpu" and runtime != "litert":
+        raise click.UsageError("--accelerator gpu runs ai-edge-litert's CompiledModel; --runtime applies to the CPU "
+                               "interpreter.")
     if bundle is not None:
         if models or out_dir or explain or samples:
             raise click.UsageError("--bundle takes no MODEL arguments, -o, --explain or --samples; use --model to "
                                    "pick a .tflite.")
         from gru_edge.parity import check_bundle
 
-        report = check_bundle(bundle, bundle_model, accelerator=accelerator, recipe=recipe)
+        report = check_bundle(bundle, bundle_model, accelerator=accelerator, recipe=recipe, runtime=runtime)
         doc, header = {"bundle": str(bundle), **report.to_dict()}, f"bundle {bundle}"
     else:
         if len(models) != 2 or bundle_model:
@@ -276,18 +287,21 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, 
 
         if accelerator == "gpu" and out_dir:
             raise click.UsageError("-o writes a bundle from the CPU run; run --accelerator gpu without -o.")
-        result = run_verify(models[0], models[1], out_dir, recipe, accelerator, samples=samples, targets=targets)
+        result = run_verify(models[0], models[1], out_dir, recipe, accelerator, samples=samples, targets=targets,
+                            runtime=runtime)
         report, doc = result.report, result.to_dict()
         header = f"{models[1]} vs {models[0]} (recipe {result.recipe}; {result.samples.source})"
         if result.bundle:
             header += f"\nbundle: {result.bundle}"
         if explain:
-            from gru_edge.conversion import explain as rank_ops, load_sidecar
+            from gru_edge.conversion import explain as rank_ops
+            from gru_edge.description import load as load_sidecar
             from gru_edge.recipes import Recipe
 
             sidecar = load_sidecar(models[1])
             if sidecar is None:
-                raise click.UsageError("--explain needs the model's sidecar (its recipe) beside the .tflite.")
+                raise click.UsageError("--explain needs a model converted by gru-edge (its description names the "
+                                       "recipe).")
             log("ranking the quantized ops with TensorFlow's quantization debugger (child process)")
             doc["explain"] = rank_ops(models[0], Recipe.from_dict(sidecar["recipe"]))
     if as_json:
@@ -301,22 +315,40 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, explain, 
 
 # ---- inspect ----------------------------------------------------------------------------------------------------
 
+def _known_runtime(value: str | None) -> str | None:
+    from gru_edge.errors import GruEdgeError
+    from gru_edge.runtimes import known_runtime
+
+    try:
+        return known_runtime(value) if value else None
+    except GruEdgeError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--runtime", metavar="RUNTIME", callback=lambda ctx, param, value: _known_runtime(value),
+              help="Predict from the op versions what this runtime refuses at load (tflite-runtime==2.14); exit 1 "
+                   "if it would")
 @command
-def inspect(model, as_json, log):
-    """Show a .tflite's signatures, ops, size split and GPU findings (no TensorFlow needed).
+def inspect(model, runtime, as_json, log):
+    """Show a .tflite's description, signatures, ops, size split and GPU findings (no TensorFlow needed).
 
-    Example:
+    Examples:
 
       gru-edge inspect out/model.android-gpu.tflite
+
+      gru-edge inspect out/model.int8.tflite --runtime tflite-runtime==2.14
     """
     from gru_edge.api import inspect as read
 
-    found = read(model)
+    found = read(model, runtime)
+    code = 1 if found.runtime is not None and not found.runtime.loads else 0
     if as_json:
-        return _emit_json(found.to_dict())
-    click.echo(text.inspection(model.name, found.model, list(found.gpu_findings)))
+        _emit_json(found.to_dict(), code)
+        sys.exit(code)
+    click.echo(text.inspection(model.name, found.model, list(found.gpu_findings), found.description, found.runtime))
+    sys.exit(code)
 
 
 # ---- bench ------------------------------------------------------------------------------------------------------
@@ -348,21 +380,43 @@ def bench(model, to, threads, iterations, rounds, as_json, log):
 # ---- android ----------------------------------------------------------------------------------------------------
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--bundle", "bundle", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--bundle", "bundle", type=click.Path(file_okay=False, path_type=Path),
               help="Parity bundle made for this model (gru-edge verify ... -o DIR)")
 @click.option("--demo", type=click.Path(file_okay=False, path_type=Path), default="android_demo", show_default=True,
               help="The Android demo project")
+@click.option("--init", "init_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="First write the demo project (shipped with gru-edge) into this new folder; with MODEL, then put "
+                   "the model in it")
 @command
-def android(model, bundle, demo, as_json, log):
-    """Check a model against the demo's pinned LiteRT and GPU rules, then copy it, its sidecar and bundle in.
+def android(model, bundle, demo, init_dir, as_json, log):
+    """Check a model against the demo's pinned LiteRT and GPU rules, then copy it and its bundle in.
 
-    Example:
+    Examples:
 
-      gru-edge android out/model.android-gpu.tflite --bundle bundles/android-gpu --demo android_demo
+      gru-edge android --init my-demo
+
+      gru-edge android out/model.android-gpu.tflite --bundle bundles/android-gpu --demo my-demo
     """
-    from gru_edge.android import ASSETS, install
+    from gru_edge.android import ASSETS, init, install
 
+    if model is None and init_dir is None:
+        raise click.UsageError("Give MODEL --bundle DIR (to put a model in the demo), or --init DIR (to write the "
+                               "demo project).")
+    if model is not None and bundle is None:
+        raise click.UsageError("MODEL needs --bundle DIR: the parity bundle made for it (gru-edge verify -o DIR).")
+    if init_dir is not None:
+        demo = init(init_dir)
+        log(f"wrote the Android demo project to {demo}")
+        if model is None:
+            doc = {"demo": str(demo), "next": [f"gru-edge android MODEL.tflite --bundle BUNDLE --demo {demo}",
+                                               f"bash {demo}/jvm-test.sh"]}
+            if as_json:
+                return _emit_json(doc)
+            click.echo(f"{demo}: the gru-edge Android demo (default model: android-gpu on the airline series)\n"
+                       f"next: gru-edge android MODEL.tflite --bundle BUNDLE --demo {demo}; open {demo} in Android "
+                       f"Studio (README: the Android demo)")
+            return
     result = install(model, bundle, demo)
     if as_json:
         return _emit_json(result.to_dict())

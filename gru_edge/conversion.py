@@ -14,13 +14,13 @@ import numpy as np
 
 from gru_edge import __version__, arrays, errors, outputs, recipes, runtime, tflite_model
 from gru_edge.compact import compact
+from gru_edge.description import SIDECAR_FORMAT, embed, sidecar_file
 from gru_edge.step_ranges import share_step_ranges
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError, ParityError
 from gru_edge.io import child_command, read_json_doc, sha256_file, signal_name
 from gru_edge.runs import WINDOWS, load_card, windows_file
 from gru_edge.recipes import Recipe
 
-SIDECAR_FORMAT = "gru-edge-sidecar/2"  # /2: names the .tflite's sha256
 
 
 @dataclass(frozen=True)
@@ -80,31 +80,6 @@ def _failure_text(failed) -> str:
 
 def model_file(out_dir: Path, recipe_name: str) -> Path:
     return Path(out_dir) / f"model.{recipe_name}.tflite"
-
-
-def sidecar_file(tflite_path: Path) -> Path:
-    return Path(tflite_path).with_suffix(".json")
-
-
-def load_sidecar(tflite_path: Path) -> dict | None:
-    """Return the sidecar beside ``tflite_path`` (None when there is none), after checking it describes that file."""
-    path = sidecar_file(tflite_path)
-    if not path.is_file():
-        return None
-    sidecar = read_json_doc(path, ConversionError, "convert the model again")
-    fmt = sidecar.get("format") if isinstance(sidecar, dict) else None
-    if fmt != SIDECAR_FORMAT:
-        raise ConversionError(f"{path} is not a gru-edge sidecar of this version (format {fmt!r}, expected "
-                              f"'{SIDECAR_FORMAT}'); convert the model again.")
-    made_from = sidecar.get("source_model")
-    if not isinstance(sidecar.get("recipe"), dict) or not isinstance(made_from, dict) or \
-            not isinstance(made_from.get("sha256"), str) or not isinstance(made_from.get("path"), str):
-        raise ConversionError(f"{path} lacks the recipe or source model a gru-edge sidecar names; convert the model "
-                              "again.")
-    if sidecar.get("model_sha256") != sha256_file(tflite_path):
-        raise ConversionError(f"{path.name} describes another {Path(tflite_path).name} (sha256 differs): the two "
-                              "files do not belong together. Convert again, or remove the sidecar.")
-    return sidecar
 
 
 def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=None,
@@ -279,28 +254,22 @@ def finish_bytes(recipe: Recipe, converted: bytes) -> bytes:
 
 def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: Path, card: dict | None,
             notes: list[str], calibration: str | None) -> ConvertedModel:
-    """Check the converted bytes (builtin ops only, loads and runs in LiteRT), then write model and sidecar into
+    """Check the converted bytes (builtin ops only, loads and runs in LiteRT), describe the model inside itself
+    (gru_edge.description), then write model and sidecar into
     ``out_dir`` (the staging folder: the models folder is swapped in whole once every recipe is done)."""
     converted = produced.read_bytes()
-    payload = finish_bytes(recipe, converted)
-    info = tflite_model.parse(payload, produced.name)
+    info = tflite_model.parse(converted, produced.name)
     if info.custom_ops:
         raise ConversionError(f"Recipe '{recipe.name}' produced ops outside the TFLite builtins "
                               f"({', '.join(info.custom_ops)}); the standard LiteRT runtime cannot run them.")
     if info.nonfinite_scales:
         raise ConversionError(f"Recipe '{recipe.name}': {info.nonfinite_scales} tensors got NaN or infinite "
                               "quantization scales (calibration met non-finite values); use a float recipe.")
-    try:  # the standard runtime must load and run it; a crash there stays in a child process
-        runtime.run_isolated(payload, None, name=f"the '{recipe.name}' model")
-    except ParityError as e:
-        raise ConversionError(f"Recipe '{recipe.name}': {e}") from None
     sig = info.signature("serving_default")
     target = model_file(out_dir, recipe.name)
     sidecar = {
         "format": SIDECAR_FORMAT,
         "tool": f"gru-edge {__version__}",
-        "model_file": target.name,
-        "model_sha256": hashlib.sha256(payload).hexdigest(),  # binds the sidecar to its .tflite
         "recipe": recipe.to_dict(),
         "source_model": source,
         "signature": sig.to_dict(),
@@ -312,10 +281,6 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
         "task": card["task"] if card else None,
         "window": card["window"] if card else sig.inputs[0].shape[1],  # time steps the GRU runs
         "input_steps": sig.inputs[0].shape[1],  # of the raw input: window + the framing's lag
-        "size_bytes": info.size_bytes,
-        "weight_bytes": info.weight_bytes,
-        "ops": info.op_counts,
-        "op_versions": info.op_versions,
         "converter_bytes": len(converted),
         "calibration_samples": event["calibration_samples"],
         "calibration_source": calibration or (f"training windows ({WINDOWS})" if card and recipe.needs_calibration
@@ -325,6 +290,16 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
         "level_margin": event.get("level_margin"),  # int16x8 on a differencing model: raw levels it reads unclipped
         "convert_seconds": event["seconds"],
     }
+    payload = finish_bytes(recipe, embed(converted, sidecar))  # the model carries its own description
+    info = tflite_model.parse(payload, produced.name)
+    try:  # the standard runtime must load and run it; a crash there stays in a child process
+        runtime.run_isolated(payload, None, name=f"the '{recipe.name}' model")
+    except ParityError as e:
+        raise ConversionError(f"Recipe '{recipe.name}': {e}") from None
+    sidecar = {**sidecar, "model_file": target.name,
+               "model_sha256": hashlib.sha256(payload).hexdigest(),  # binds the sidecar to its .tflite
+               "size_bytes": info.size_bytes, "weight_bytes": info.weight_bytes, "ops": info.op_counts,
+               "op_versions": info.op_versions}
     target.write_bytes(payload)
     sidecar_file(target).write_text(json.dumps(sidecar, indent=2) + "\n")
     return ConvertedModel(recipe.name, target, sidecar_file(target), info.size_bytes, info.weight_bytes,

@@ -161,12 +161,17 @@ _NO_GPU_MARKERS = ("No adapters found", "Couldn't load Vulkan", "Failed to initi
 
 
 def run_compiled(model_path: Path, inputs: np.ndarray, precision: str = "fp16", accelerator: str = "gpu") -> GpuRun:
-    """Run ``inputs`` [N, T, F] through LiteRT's CompiledModel on the GPU accelerator (CPU fallback), or on the CPU."""
+    """Run ``inputs`` [N, T, F] through LiteRT's CompiledModel on the GPU accelerator (CPU fallback), or on the CPU
+    with XNNPACK's in-memory weight cache (as the Android demo runs it). The GPU precision: GpuOptions(enforce_f32)
+    for "fp32", LiteRT's default (fp16 where the GPU supports it) for "fp16"; the demo's GpuSettings.kt maps the
+    same recipe settings to the Kotlin API."""
     from ai_edge_litert.compiled_model import CompiledModel, CpuOptions, GpuOptions, HardwareAccelerator, Options
 
     accel = HardwareAccelerator.GPU | HardwareAccelerator.CPU if accelerator == "gpu" else HardwareAccelerator.CPU
-    opts = Options(hardware_accelerators=accel,
-                   gpu_options=GpuOptions(enforce_f32=precision == "fp32"), cpu_options=CpuOptions(num_threads=1))
+    cpu = CpuOptions(num_threads=1) if accelerator == "gpu" else CpuOptions(num_threads=1,
+                                                                             xnnpack_weight_cache_path=":memory")
+    opts = Options(hardware_accelerators=accel, gpu_options=GpuOptions(enforce_f32=precision == "fp32"),
+                   cpu_options=cpu)
     with native_stderr() as log:  # LiteRT's native log lines (accelerator registry, WebGPU) stay off the terminal
         try:
             model = CompiledModel.from_file(str(model_path), options=opts)

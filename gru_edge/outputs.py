@@ -135,10 +135,23 @@ def _foreign_quickstart(folder: Path) -> list[str]:
                                     "bundles": _foreign_bundles}, "summary.json")
 
 
+def _described(model: Path) -> bool:
+    """Whether ``model`` is a .tflite that carries gru-edge's description (gru_edge.description)."""
+    from gru_edge import tflite_model
+    from gru_edge.description import EMBEDDED
+    from gru_edge.errors import GruEdgeError
+
+    try:
+        return model.is_file() and EMBEDDED in tflite_model.read(model).metadata
+    except GruEdgeError:
+        return False
+
+
 def _foreign_assets(folder: Path) -> list[str]:
-    side = _json(folder / "model.json")
-    if not _format(side).startswith("gru-edge-sidecar/") or not (folder / "model.tflite").is_file() or \
-            not _same(folder / "model.tflite", side.get("model_sha256")):
+    side = _json(folder / "model.json")  # an install by an earlier gru-edge: a sidecar copy beside the model
+    ours = _described(folder / "model.tflite") or (_format(side).startswith("gru-edge-sidecar/") and
+                                                   _same(folder / "model.tflite", side.get("model_sha256")))
+    if not ours:
         return [p.name for p in _entries(folder)]
     return _foreign_within(folder, {"model.tflite": None, "model.json": None, "bundle": _foreign_bundle},
                            "model.tflite")

@@ -199,11 +199,11 @@ def bundle_limits(bundle: Bundle, recipe: str | None = None) -> tuple[Tolerances
 
 
 def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1, accelerator: str = "cpu",
-                 recipe: str | None = None) -> ParityReport:
+                 recipe: str | None = None, runtime: str = "litert") -> ParityReport:
     """Run the bundle's model (or ``model``) on its inputs with LiteRT and compare with the stored outputs.
 
     The bundle's own copy must be the model it was made with (its sha256); a model named explicitly may differ,
-    and the report says so."""
+    and the report says so. ``runtime``: litert, tflite-runtime or tensorflow (gru_edge.runtimes)."""
     from gru_edge.runtime import run_isolated
 
     b = read_bundle(bundle_dir)
@@ -226,7 +226,8 @@ def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1, 
                             "from the manifest's): the bundle was changed. Name the model to check with --model")
     precision = (b.manifest["model"].get("gpu") or {}).get("precision", "fp16")
     run = run_isolated(model_path, b.inputs, b.manifest["model"]["signature"], threads=threads,
-                       accelerator="gpu" if accelerator == "gpu" else "interpreter", precision=precision)
+                       accelerator="gpu" if accelerator == "gpu" else "interpreter", precision=precision,
+                       runtime=runtime)
     report = judge(b.expected, run, tol, source, b.targets, b.task, precision)
     return report.with_notes(notes).with_failures(failures)
 
@@ -237,7 +238,7 @@ def judge(expected: dict[str, np.ndarray], run, tol: Tolerances, source: str, ta
     report = compare(expected, run.outputs, tol, targets, task, source)
     report = check_streaming(report, run.stepped, expected, run.outputs)
     if run.fully_accelerated is None:
-        return report
+        return replace(report, accelerator={"accelerator": "cpu", "runtime": run.runtime}) if run.runtime else report
     info = {"accelerator": "gpu", "precision": precision, "fully_accelerated": run.fully_accelerated}
     report = replace(report, accelerator=info)
     if not run.fully_accelerated:

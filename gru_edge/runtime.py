@@ -1,11 +1,13 @@
-"""Run a ``.tflite`` with ai-edge-litert's standard interpreter, batch by batch, in this process or in a child
-process (``run_isolated``, for every model a command loads). No TensorFlow."""
+"""Run a ``.tflite`` with a LiteRT interpreter (ai-edge-litert's by default; tflite-runtime's or TensorFlow's when
+asked, see gru_edge.runtimes), batch by batch, in this process or in a child process (``run_isolated``, for every
+model a command loads). No TensorFlow unless it is the runtime chosen."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,17 +35,23 @@ def in_batches(x: np.ndarray, batch: int, run) -> dict[str, np.ndarray]:
 class Runner:
     """A loaded model's signature runner; ``run`` takes [N, T, F] and pads the last batch to the fixed batch size."""
 
-    def __init__(self, model: bytes | Path, signature: str | None = None, threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, model: bytes | Path, signature: str | None = None, threads: int = 1, runtime: str = "litert"):
+        from gru_edge.runtimes import interpreter_class
 
         name = Path(model).name if isinstance(model, Path) else "model"
         content = Path(model).read_bytes() if isinstance(model, Path) else model
         try:
-            with native_stderr(), contextlib.redirect_stderr(io.StringIO()):
+            with native_stderr() as log, contextlib.redirect_stderr(io.StringIO()):  # TensorFlow logs as it imports
+                Interpreter = interpreter_class(runtime)  # noqa: N806
                 self._interp = Interpreter(model_content=content, num_threads=threads)
                 self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise ParityError(f"LiteRT's standard interpreter cannot load {name}: {str(e).strip()[:300]}") from None
+            what = "LiteRT's standard interpreter" if runtime == "litert" else f"The {runtime} interpreter"
+            reason = " ".join(str(e).split())[:300]
+            raise ParityError(f"{what} cannot load {name}: {reason}") from None
+        # The runtimes log this line when XNNPACK takes the graph; an emulated ARM64 CPU that LiteRT cannot identify
+        # runs without it (different int8 kernels), so the report says which.
+        self.xnnpack = "XNNPACK delegate" in (log[0] if log else "")
         sigs = self._interp.get_signature_list()
         if not sigs:
             raise ParityError(f"{name} has no signatures; convert it with gru-edge convert.")
@@ -120,16 +128,22 @@ class IsolatedRun:
     outputs: dict[str, np.ndarray]
     stepped: dict[str, np.ndarray] | None  # the ``step`` signature fed one time step at a time, if the model has one
     fully_accelerated: bool | None = None  # CompiledModel runs only
+    runtime: str = ""  # "ai-edge-litert 2.3.0 Interpreter": what ran it
 
 
 def run_isolated(model: Path | bytes, inputs: np.ndarray | None, signature: str | None = None, *,
                  accelerator: str = "interpreter", precision: str = "fp16", threads: int = 1,
-                 name: str | None = None) -> IsolatedRun:
+                 name: str | None = None, runtime: str = "litert") -> IsolatedRun:
     """Load ``model`` and run ``inputs`` [N, T, F] (None: a zero probe of one batch) through its main signature
     and, if it has one, its ``step`` signature, in a child process.
 
-    ``accelerator``: "interpreter" (ai-edge-litert's Interpreter, XNNPACK) or "gpu" (CompiledModel, GPU with CPU
-    fallback; GpuUnavailable when there is no usable GPU). ParityError when LiteRT refuses the model or crashes."""
+    ``accelerator``: "interpreter" (the Interpreter of ``runtime``, see gru_edge.runtimes; XNNPACK) or "gpu"
+    (ai-edge-litert's CompiledModel, GPU with CPU fallback; GpuUnavailable when there is no usable GPU). ParityError
+    when the runtime refuses the model or crashes; RuntimeMissing when ``runtime`` is not installed."""
+    from gru_edge.runtimes import check_installed
+
+    if accelerator == "interpreter":
+        check_installed(runtime)  # a missing runtime is named here, not as a child's failure
     import subprocess
     import tempfile
 
@@ -143,7 +157,7 @@ def run_isolated(model: Path | bytes, inputs: np.ndarray | None, signature: str 
             np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, np.float32))
         (tmp / "request.json").write_text(json.dumps({
             "model": str(Path(model).resolve()), "signature": signature, "accelerator": accelerator,
-            "precision": precision, "threads": threads, "inputs": inputs is not None}))
+            "precision": precision, "threads": threads, "inputs": inputs is not None, "runtime": runtime}))
         proc = subprocess.run(child_command("gru_edge.runtime", tmp), cwd=tmp, capture_output=True, text=True)
         result = tmp / "result.json"
         if proc.returncode != 0 or not result.is_file():
@@ -161,7 +175,7 @@ def run_isolated(model: Path | bytes, inputs: np.ndarray | None, signature: str 
     outputs = {k: arrays[f"out/{k}"] for k in doc["output_names"]}
     stepped = {k[5:]: v for k, v in arrays.items() if k.startswith("step/")} if doc["has_step"] else None
     return IsolatedRun(doc["signature"], doc["input_name"], tuple(doc["output_names"]), outputs, stepped,
-                       doc.get("fully_accelerated"))
+                       doc.get("fully_accelerated"), doc.get("runtime", ""))
 
 
 def _child(folder: Path) -> None:
@@ -169,17 +183,30 @@ def _child(folder: Path) -> None:
     req = json.loads((folder / "request.json").read_text())
     model = Path(req["model"])
     try:
-        runner = Runner(model, req["signature"], threads=req["threads"])
+        compiled = req["runtime"] == "litert-compiled"
+        runner = Runner(model, req["signature"], threads=req["threads"], runtime="litert" if compiled else
+                        req["runtime"])
         shape = runner.input_shape
         x = np.load(folder / "inputs.npy") if req["inputs"] else np.zeros(
             (shape[0], shape[1], int(np.prod(shape[2:]))), np.float32)
+        from gru_edge.runtimes import describe
+
         doc = {"signature": runner.signature, "input_name": runner.input_name, "output_names": runner.output_names,
-               "has_step": runner.has_step}
+               "has_step": runner.has_step,
+               "runtime": describe(req["runtime"]) + ("" if compiled else " + XNNPACK" if runner.xnnpack
+                                                      else " without XNNPACK") + f" on {platform.machine()}"}
         if req["accelerator"] == "gpu":
             from gru_edge.gpu import gpu_outputs
 
             run = gpu_outputs(model, x, req["precision"])
             outputs, stepped, doc["fully_accelerated"] = run.outputs, run.stepped, run.fully_accelerated
+        elif compiled:
+            from gru_edge.gpu import run_compiled
+
+            run = run_compiled(model, x, accelerator="cpu")
+            if not run.available:
+                raise ParityError(f"LiteRT's CompiledModel cannot run {model.name} on the CPU: {run.reason}")
+            outputs, stepped = run.outputs, run.stepped
         else:
             outputs = runner.run(x)
             stepped = runner.run_steps(x) if runner.has_step else None

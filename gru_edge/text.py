@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 
 def err(x: float | None) -> str:
@@ -44,7 +45,9 @@ def parity_report(report, header: str) -> str:
         st = report.streaming
         lines.append(f"  step signature, one time step at a time: max abs error {err(st['max_abs_error'])}, "
                      f"{err(st['max_abs_diff_vs_full_sequence'])} from the full-sequence signature")
-    if report.accelerator:
+    if report.accelerator and "precision" not in report.accelerator:
+        lines.append(f"  run by: {report.accelerator['runtime']}")
+    elif report.accelerator:
         a = report.accelerator
         lines.append(f"  accelerator: {a['accelerator']} ({a['precision']}), fully accelerated: "
                      f"{'yes' if a['fully_accelerated'] else 'no'}")
@@ -66,8 +69,9 @@ def ranked_ops(ranked: list[dict], top: int = 10) -> str:
     return "\n".join([head, *rows])
 
 
-def inspection(name: str, info, findings) -> str:
-    """``gru-edge inspect``: size split, signatures, op counts and versions, GPU findings."""
+def inspection(name: str, info, findings, description: dict | None = None, runtime=None) -> str:
+    """``gru-edge inspect``: description, size split, signatures, op counts and versions, GPU findings and, when
+    asked, what an older runtime refuses."""
     from gru_edge import gpu
 
     kib = lambda n: f"{n / 1024:.1f} KiB"  # noqa: E731
@@ -76,12 +80,23 @@ def inspection(name: str, info, findings) -> str:
              f"{kib(info.size_bytes - info.weight_bytes)}), min runtime {info.min_runtime_version or 'unknown'}",
              "signatures:", *(f"  {sig.key}: {fmt(sig.inputs)} -> {fmt(sig.outputs)}" for sig in info.signatures),
              f"ops ({len(info.ops)}):"]
+    if description:
+        task, gpu_settings = description.get("task") or {}, description.get("gpu")
+        source = description.get("source_model") or {}
+        lines.insert(1, f"described by {description.get('tool')}: recipe {description['recipe']['name']}, from "
+                        f"{Path(str(source.get('path'))).name} (sha256 {str(source.get('sha256'))[:12]}), "
+                        f"{description.get('form') or 'chain'}, units {task.get('units') or 'not named'}, GPU "
+                        f"{'{precision} (fallback {fallback})'.format(**gpu_settings) if gpu_settings else 'not asked'}")
+    else:
+        lines.insert(1, "described: no (not converted by gru-edge: no description inside, no sidecar)")
     versions = info.op_versions
     lines += [f"  {op:<20} {count:>5}  v{','.join(map(str, versions[op]))}" for op, count in info.op_counts.items()]
     if findings:
         lines += [f"GPU findings ({len(findings)}):", *(f"  {f}" for f in findings)]
     else:
         lines.append(f"GPU findings: none ({gpu.CLASSIC} and {gpu.LITERT} rules)")
+    if runtime is not None:
+        lines.append(f"runtime {runtime}")
     return "\n".join(lines)
 
 

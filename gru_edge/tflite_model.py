@@ -72,6 +72,7 @@ class TfliteModel:
     dynamic_tensors: int = 0  # tensors whose shape has an unknown (-1) dimension
     variable_tensors: int = 0
     nonfinite_scales: int = 0  # tensors whose quantization scale is NaN or infinite (calibration met NaN)
+    metadata: dict = field(default_factory=dict, repr=False)  # the flatbuffer's metadata entries: name -> bytes
 
     @property
     def op_counts(self) -> dict[str, int]:
@@ -109,7 +110,8 @@ class TfliteModel:
                 "op_versions": self.op_versions, "custom_ops": self.custom_ops,
                 "signatures": [s.to_dict() for s in self.signatures],
                 "min_runtime_version": self.min_runtime_version, "dynamic_tensors": self.dynamic_tensors,
-                "variable_tensors": self.variable_tensors, "nonfinite_scales": self.nonfinite_scales}
+                "variable_tensors": self.variable_tensors, "nonfinite_scales": self.nonfinite_scales,
+                "metadata": sorted(self.metadata)}
 
 
 def _options(op) -> dict:
@@ -147,7 +149,12 @@ def _read(model, buf: bytes, path: str) -> TfliteModel:
             return len(b.data)
         return int(b.size or 0)
 
-    weight_bytes = sum(buffer_len(b) for b in model.buffers or [])
+    metadata = {}
+    for meta in model.metadata or []:
+        data = model.buffers[meta.buffer].data
+        metadata[_str(meta.name)] = b"" if data is None else bytes(np.asarray(data, dtype=np.uint8))
+    described = {int(m.buffer) for m in model.metadata or []}  # metadata is not weights
+    weight_bytes = sum(buffer_len(b) for i, b in enumerate(model.buffers or []) if i not in described)
     codes = []
     for oc in model.operatorCodes or []:
         code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
@@ -200,14 +207,9 @@ def _read(model, buf: bytes, path: str) -> TfliteModel:
     sigs = tuple(Signature(_str(s.signatureKey), tuple(info(s.subgraphIndex, t) for t in s.inputs or []),
                            tuple(info(s.subgraphIndex, t) for t in s.outputs or []))
                  for s in model.signatureDefs or [])
-    min_runtime = None
-    for meta in model.metadata or []:
-        if _str(meta.name) == "min_runtime_version":
-            data = model.buffers[meta.buffer].data
-            if data is not None:
-                min_runtime = bytes(np.asarray(data, dtype=np.uint8)).split(b"\0")[0].decode() or None
+    min_runtime = metadata.get("min_runtime_version", b"").split(b"\0")[0].decode() or None
     return TfliteModel(path, len(buf), weight_bytes, tuple(ops), sigs, min_runtime, dynamic, variable,
-                       bad_scales)
+                       bad_scales, metadata)
 
 
 def _str(value) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from gru_edge import arrays, data, framing, graph, outputs, parity, recipes, runs, tflite_model
 from gru_edge.bundle import Task, write_bundle_files
-from gru_edge.conversion import load_sidecar
+from gru_edge.description import load as load_sidecar
 from gru_edge.errors import ParityError
 from gru_edge.io import sha256_file
 from gru_edge.runtime import run_isolated
@@ -102,11 +102,11 @@ def tolerances_for(tflite_path: Path, sidecar: dict | None,
         except (TypeError, KeyError) as e:
             raise ParityError(f"The sidecar of {tflite_path.name} holds no recipe gru-edge can read ({e}); convert "
                               "the model again.") from None
-        return r.verify, r.name, f"recipe {r.name}, named by the sidecar of {tflite_path.name}", \
+        return r.verify, r.name, f"recipe {r.name}, named by {tflite_path.name}'s description", \
             recipes.looser_than_shipped(r.name, r.verify, "the sidecar's")
     r = recipes.load("float32")
-    return r.verify, "unknown", "recipe float32, the strictest shipped limits (no sidecar)", [
-        f"no sidecar beside {tflite_path.name}: using the float32 recipe's tolerances (pass --recipe to choose)"]
+    return r.verify, "unknown", "recipe float32, the strictest shipped limits (no description)", [
+        f"{tflite_path.name} has no gru-edge description (inside or sidecar): using the float32 recipe's tolerances (pass --recipe to choose)"]
 
 
 def check_identity(keras_path: Path | None, tflite_path: Path, sidecar: dict | None, keras_model=None) -> list[str]:
@@ -114,7 +114,7 @@ def check_identity(keras_path: Path | None, tflite_path: Path, sidecar: dict | N
     for a model held in memory, from other weights)."""
     what = str(keras_path) if keras_path else f"the model in memory ({keras_model.name})"
     if sidecar is None:
-        return [f"no sidecar beside {tflite_path.name}: gru-edge cannot confirm it was made from {what}"]
+        return [f"{tflite_path.name} has no gru-edge description: gru-edge cannot confirm it was made from {what}"]
     made_from = sidecar["source_model"]
     theirs = made_from["sha256"]
     same = keras_path is not None and theirs == sha256_file(keras_path)
@@ -123,7 +123,7 @@ def check_identity(keras_path: Path | None, tflite_path: Path, sidecar: dict | N
         theirs = made_from.get("weights_sha256") or theirs
         same = theirs == runs.fingerprint(keras_model)
     if not same:
-        raise ParityError(f"{tflite_path} was converted from another model than {what} (its sidecar names "
+        raise ParityError(f"{tflite_path} was converted from another model than {what} (its description names "
                           f"{made_from['path']}, sha256 {theirs[:12]}…): comparing them says nothing. "
                           f"Verify it against that model, or convert "
                           f"{keras_path.name if keras_path else 'this one'} again.")
@@ -131,12 +131,14 @@ def check_identity(keras_path: Path | None, tflite_path: Path, sidecar: dict | N
 
 
 def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name: str | None = None,
-           accelerator: str = "cpu", keras_model=None, samples=None, targets=None) -> VerifyResult:
+           accelerator: str = "cpu", keras_model=None, samples=None, targets=None,
+           runtime: str = "litert") -> VerifyResult:
     """Compare ``tflite_path`` against the Keras model (a .keras path, or a keras.Model in memory) on sample
     sequences: ``samples`` (an array or a .npy / .npz / .csv file, with optional ``targets``) plus the edge cases of
     their range; by default the held-out windows of the training card, or generated sequences.
 
     ``keras_model``: the model at the path already loaded, when one caller verifies several conversions.
+    ``runtime``: the interpreter that runs the .tflite (litert, tflite-runtime, tensorflow; gru_edge.runtimes).
     The bundle folder, if asked for, is checked before the work and written whole at the end (gru_edge.outputs).
     """
     keras_path = Path(model) if isinstance(model, (str, Path)) else None
@@ -178,7 +180,7 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
         precision = ((sidecar or {}).get("gpu") or {}).get("precision", "fp16")
         flat = smp.inputs.reshape(len(smp.inputs), input_shape[0], -1)  # [N, T, F]; [N, T, 1] for token ids
         run = run_isolated(tflite_path, flat, accelerator="gpu" if accelerator == "gpu" else "interpreter",
-                           precision=precision)
+                           precision=precision, runtime=runtime)
         if len(run.output_names) != 1 or run.outputs[run.output_names[0]].shape != expected_arr.shape:
             shapes = {k: list(v.shape) for k, v in run.outputs.items()}
             raise ParityError(f"{tflite_path.name} outputs {shapes} but {name} outputs "

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tflite_edit import without_metadata
 
 from gru_edge import parity, tflite_model
 from gru_edge.android import AndroidError, install, pinned_litert
 from gru_edge.cli import cli
+from gru_edge.description import load as load_description
 from gru_edge.verification import verify
 
 DEMO = Path(__file__).resolve().parent.parent / "android_demo"
@@ -29,7 +31,8 @@ def gpu_model_and_bundle(r1_run, r1_converted, tmp_path_factory):
 
 
 def test_committed_default_model_and_bundle_verify_on_desktop():
-    side = json.loads((ASSETS / "model.json").read_text())
+    assert not (ASSETS / "model.json").exists()  # the model describes itself
+    side = load_description(ASSETS / "model.tflite")
     assert side["recipe"]["name"] == "android-gpu" and side["gpu"]["precision"] == "fp16"
     assert side["signatures"] == ["serving_default", "step"] and side["step_signature"]["inputs"][1]["name"] == \
         "state_0"
@@ -48,7 +51,8 @@ def test_android_fills_the_assets(demo_copy, gpu_model_and_bundle):
                                       "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)["result"]
-    assert doc["assets"][:2] == ["model.tflite", "model.json"] and "bundle/manifest.json" in doc["assets"]
+    assert doc["assets"][0] == "model.tflite" and "bundle/manifest.json" in doc["assets"]
+    assert "model.json" not in doc["assets"]
     assets = demo_copy / "app" / "src" / "main" / "assets" / "gru_edge"
     assert (assets / "model.tflite").read_bytes() == model.read_bytes()
     assert parity.check_bundle(assets / "bundle", assets / "model.tflite").passed
@@ -79,12 +83,25 @@ def test_android_refuses_a_folder_that_is_not_the_demo(tmp_path, gpu_model_and_b
     assert result.exit_code == 1 and "is not the gru-edge Android demo" in result.stderr
 
 
-def test_android_needs_the_sidecar(demo_copy, gpu_model_and_bundle, tmp_path):
+def test_android_takes_the_model_alone(demo_copy, gpu_model_and_bundle, tmp_path):
+    """The sidecar deleted: the model's own description is enough (GPU settings, units, states)."""
     model, bundle = gpu_model_and_bundle
     lone = tmp_path / "lone.tflite"
     shutil.copy(model, lone)
-    with pytest.raises(AndroidError, match="No sidecar lone.json"):
-        install(lone, bundle, demo_copy)
+    result = install(lone, bundle, demo_copy)
+    assert result.assets[0] == "model.tflite"
+    installed = demo_copy / "app" / "src" / "main" / "assets" / "gru_edge" / "model.tflite"
+    assert load_description(installed)["gpu"] == {"precision": "fp16", "fallback": "cpu"}
+
+
+def test_android_refuses_a_model_gru_edge_did_not_describe(demo_copy, gpu_model_and_bundle, tmp_path):
+    from gru_edge import description
+
+    model, bundle = gpu_model_and_bundle
+    bare = tmp_path / "bare.tflite"  # the same graph without the gru_edge entry, as another tool would write it
+    bare.write_bytes(without_metadata(model.read_bytes(), description.EMBEDDED))
+    with pytest.raises(AndroidError, match="bare.tflite carries no gru-edge description"):
+        install(bare, bundle, demo_copy)
 
 
 def test_android_refuses_a_gpu_recipe_that_breaks_the_gpu_rules(demo_copy, r1_run, tmp_path):
@@ -108,3 +125,18 @@ def test_demo_model_passes_the_gpu_rules():
     from gru_edge import gpu
 
     assert gpu.check(tflite_model.read(ASSETS / "model.tflite")) == []
+
+
+def test_the_demo_maps_gpu_settings_from_the_recipe_choices():
+    """GpuSettings.kt (the demo's one mapping) accepts exactly the precisions and fallbacks a recipe can name, and
+    maps them as gru_edge/gpu.py does (fp32: enforce_f32 / Precision.FP32)."""
+    from gru_edge.recipes import GPU_FALLBACKS, GPU_PRECISIONS
+
+    kotlin = (DEMO / "app/src/main/java/dev/gruedge/demo/parity/GpuSettings.kt").read_text()
+    assert f"PRECISIONS = listOf({', '.join(map(json.dumps, GPU_PRECISIONS))})" in kotlin
+    assert f"FALLBACKS = listOf({', '.join(map(json.dumps, GPU_FALLBACKS))})" in kotlin
+    runner = (DEMO / "app/src/main/java/dev/gruedge/demo/ModelRunner.kt").read_text()
+    assert "if (gpu.enforceFp32)" in runner and "Precision.FP32" in runner
+    gpu_py = (Path(__file__).resolve().parent.parent / "gru_edge" / "gpu.py").read_text()
+    assert 'GpuOptions(enforce_f32=precision == "fp32")' in gpu_py
+

@@ -140,7 +140,7 @@ def test_every_report_says_which_limits_it_applied_and_whose(r1, good_bundle, tm
     keras_path, models = r1
     out = run("verify", keras_path, models["int8"], code=0).stdout
     assert "limits: |error| <= 0.2 x peak + 0.1 x |expected|, PSNR >= 20 dB" in out
-    assert "from recipe int8, named by the sidecar of model.int8.tflite" in out
+    assert "from recipe int8, named by model.int8.tflite's description" in out
     doc = run("verify", "--bundle", good_bundle, "--json", code=0, json_out=True)["result"]
     assert doc["tolerances"]["atol"] == 1e-5 and doc["tolerances_source"].startswith("the bundle's manifest")
     loose = tmp_path / "loose"

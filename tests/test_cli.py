@@ -4,6 +4,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from tflite_edit import without_metadata
 
 from gru_edge.cli import cli
 
@@ -25,7 +26,7 @@ def test_help_and_version():
     out = run("-h").output
     for name in ("train", "convert", "verify", "recipes", "quickstart"):
         assert name in out
-    assert "Example" in run("convert", "--help").output and "Example:" in run("inspect", "--help").output
+    assert "Example" in run("convert", "--help").output and "Examples:" in run("inspect", "--help").output
 
 
 def test_help_does_not_import_tensorflow():
@@ -119,8 +120,8 @@ def test_convert_refuses_a_non_gru_model(tmp_path):
 def test_verify_errors(r1_run, r2_converted, tmp_path):
     other = r2_converted.models[0].path
     assert "was converted from another model than" in fails(1, "verify", r1_run / "model.keras", other)
-    lone = tmp_path / "lone.tflite"  # no sidecar: the shapes tell
-    lone.write_bytes(other.read_bytes())
+    lone = tmp_path / "lone.tflite"  # no sidecar, no description: the shapes tell
+    lone.write_bytes(without_metadata(other.read_bytes()))
     assert "they are not the same model" in fails(1, "verify", r1_run / "model.keras", lone)
     assert "TFLite file not found" in fails(1, "verify", r1_run / "model.keras", tmp_path / "x.tflite")
     assert "No manifest.json in" in fails(1, "verify", "--bundle", tmp_path)

@@ -64,3 +64,35 @@ def test_raw_values_in_data_units_out_without_tensorflow(device_venv, r1_run, r1
     m = json.loads((r1_run / "training.json").read_text())["metrics"]
     assert lowest_input >= 100 and lowest_forecast >= 100  # passengers in, passengers out
     assert abs(rmse - m["heldout_rmse"]) <= 0.05 * m["heldout_rmse"] and rmse < m["naive_rmse"]
+
+
+def test_android_init_and_the_model_alone_from_the_wheel(device_venv, tmp_path):
+    """pip users get the demo too: the installed wheel (no repository, no TensorFlow) writes the demo project with
+    `gru-edge android --init`, reads the default model's own description with its sidecar gone, puts it back with
+    `gru-edge android`, and the project's Kotlin tests run where it was written."""
+    import json
+    import shutil
+
+    exe = str(device_venv / "bin" / "gru-edge")
+
+    def sh(*cmd, code=0):
+        proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                              timeout=600)
+        assert proc.returncode == code, (cmd, proc.stdout[-1500:], proc.stderr[-3000:])
+        return proc
+
+    out = sh(exe, "android", "--init", "my-demo").stdout
+    demo = tmp_path / "my-demo"
+    assert "next: gru-edge android MODEL.tflite" in out
+    assert (demo / "gradle" / "libs.versions.toml").is_file() and (demo / "jvm-test.sh").stat().st_mode & 0o100
+    assets = demo / "app" / "src" / "main" / "assets" / "gru_edge"
+    model = tmp_path / "model.tflite"  # the model alone: no sidecar anywhere
+    shutil.copy(assets / "model.tflite", model)
+    shutil.copytree(assets / "bundle", tmp_path / "bundle")
+    assert "recipe android-gpu" in sh(exe, "inspect", model).stdout
+    assert sh(exe, "verify", "--bundle", tmp_path / "bundle", "--model", model).stdout.rstrip().endswith("PASS")
+    put = sh(exe, "android", model, "--bundle", tmp_path / "bundle", "--demo", "my-demo", "--json").stdout
+    assert json.loads(put)["result"]["assets"][0] == "model.tflite"
+    assert "exists and is not an empty folder" in sh(exe, "android", "--init", "my-demo", code=1).stderr
+    junit = sh("bash", demo / "jvm-test.sh")
+    assert "OK (" in junit.stdout, junit.stdout[-2000:]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gru_edge import bundle as bundle_mod, runs
-from gru_edge.conversion import load_sidecar
+from gru_edge.description import load as load_sidecar
 from gru_edge.io import sha256_file
 
 RUNS = {"train": 3, "convert": 3, "verify": 3, "android": 11}  # 20 kills in all; android is the quickest

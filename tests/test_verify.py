@@ -2,6 +2,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tflite_edit import without_metadata
 
 from gru_edge import parity, recipes
 from gru_edge.errors import ParityError
@@ -46,8 +47,11 @@ def test_tflite_of_another_model_is_refused(r1_run, r2_converted, tmp_path):
     other = r2_converted.models[0].path
     with pytest.raises(ParityError, match="was converted from another model than"):
         verify(r1_run / "model.keras", other)
-    lone = tmp_path / "lone.tflite"  # without its sidecar, the shapes still tell
+    lone = tmp_path / "lone.tflite"  # without its sidecar, the model's own description tells
     lone.write_bytes(other.read_bytes())
+    with pytest.raises(ParityError, match="was converted from another model than"):
+        verify(r1_run / "model.keras", lone)
+    lone.write_bytes(without_metadata(other.read_bytes()))  # described by nothing: the shapes still tell
     with pytest.raises(ParityError, match=r"takes input \[1, 24, 4\] but model.keras takes \[N, 24, 1\]: they are "
                                           "not the same model"):
         verify(r1_run / "model.keras", lone)

@@ -16,14 +16,15 @@ class BundleParityTest {
 
     @Test
     fun bundlePassesOnCpu() {
-        val result = DeviceParity.run(assets, DemoAssets.bundle(assets), wantGpu = false)
+        val result = DeviceParity.run(assets, DemoAssets.bundle(assets), gpu = null)
         assertTrue("CPU parity failed: ${result.report.failures}", result.report.passed)
         assertTrue(result.report.samples > 0)
     }
 
     @Test
     fun bundlePassesOnGpuOrItsFallback() {
-        val result = DeviceParity.run(assets, DemoAssets.bundle(assets), wantGpu = true)
+        // the model's own GPU settings (precision, fallback), applied as on the desktop (parity/GpuSettings.kt)
+        val result = DeviceParity.run(assets, DemoAssets.bundle(assets), DemoAssets.description(assets).gpu)
         assertTrue("${result.accelerator} parity failed (${result.note}): ${result.report.failures}",
             result.report.passed)
     }

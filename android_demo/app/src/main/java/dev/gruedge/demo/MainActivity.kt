@@ -9,7 +9,7 @@ import android.widget.LinearLayout
 import android.widget.ScrollView
 import android.widget.TextView
 import androidx.appcompat.app.AppCompatActivity
-import dev.gruedge.demo.parity.Sidecar
+import dev.gruedge.demo.parity.Description
 import java.util.concurrent.Executors
 
 /**
@@ -33,17 +33,19 @@ class MainActivity : AppCompatActivity() {
         worker.execute {
             try {
                 val bundle = DemoAssets.bundle(assets)
-                val sidecar = DemoAssets.sidecar(assets)
-                val recipe = (sidecar["recipe"] as Map<*, *>)["name"]
-                val gpu = sidecar["gpu"] as? Map<*, *>
-                post { header.text = "Model: recipe $recipe, ${bundle.inputs.rows} samples, GPU settings: " +
-                    "${gpu?.get("precision") ?: "none"} (fallback ${gpu?.get("fallback") ?: "cpu"})" }
-                for (wantGpu in listOf(false, true)) {
-                    val r = DeviceParity.run(assets, bundle, wantGpu, cpuFallback = gpu?.get("fallback") != "none")
+                val model = DemoAssets.description(assets)  // read from the model itself
+                post { header.text = "Model: recipe ${model.recipe}, ${bundle.inputs.rows} samples, GPU settings: " +
+                    "${model.gpu}" }
+                for (gpu in listOf(null, model.gpu)) {
+                    val r = try {
+                        DeviceParity.run(assets, bundle, gpu)
+                    } catch (e: Exception) {  // fallback "none" and the GPU refused the model
+                        post { line("GPU: ${e.message}", bold = true) }
+                        continue
+                    }
                     post { show(r) }
                 }
-                val card = Sidecar(sidecar)
-                if (ModelRunner.STEP in card.signatures) post { streamingSection(bundle, card) }
+                if (ModelRunner.STEP in model.signatures) post { streamingSection(bundle, model) }
             } catch (e: Exception) {
                 post { line("Error: ${e.message}", bold = true) }
             }
@@ -62,25 +64,25 @@ class MainActivity : AppCompatActivity() {
         rep.failures.forEach { line("  - $it") }
     }
 
-    private fun streamingSection(bundle: dev.gruedge.demo.parity.Bundle, sidecar: Sidecar) {
+    private fun streamingSection(bundle: dev.gruedge.demo.parity.Bundle, model: Description) {
         line("Streaming: one time step at a time", bold = true)
         val running = line("")
         val button = Button(this).apply { text = "Stream the first held-out sequence" }
         column.addView(button)
-        val sizes = sidecar.stateSizes
+        val sizes = model.stateSizes
         button.setOnClickListener {
             worker.execute {
-                ModelRunner.open(assets, DemoAssets.MODEL, wantGpu = false, cpuFallback = true).use { runner ->
-                    val stream = runner.Stream(sizes)
+                ModelRunner.open(assets, DemoAssets.MODEL, gpu = null).use { runner ->
+                    val stream = runner.stream(sizes)
                     val seq = bundle.inputs.row(0)
                     val features = bundle.inputs.shape[2]
                     for (t in 0 until bundle.inputs.shape[1]) {
                         val y = stream.push(seq.copyOfRange(t * features, (t + 1) * features))
-                        post { running.text = "t = ${t + 1}: forecast ${sidecar.forecastText(y)}" }
+                        post { running.text = "t = ${t + 1}: forecast ${model.forecastText(y)}" }
                         Thread.sleep(150)
                     }
                     val full = bundle.expected.values.first().row(0)
-                    post { running.append("\nfull-sequence forecast (Keras): ${sidecar.forecastText(full)}") }
+                    post { running.append("\nfull-sequence forecast (Keras): ${model.forecastText(full)}") }
                 }
             }
         }

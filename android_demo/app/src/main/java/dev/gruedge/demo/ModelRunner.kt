@@ -4,12 +4,15 @@ import android.content.res.AssetManager
 import com.google.ai.edge.litert.Accelerator
 import com.google.ai.edge.litert.CompiledModel
 import com.google.ai.edge.litert.LiteRtException
+import com.google.ai.edge.litert.TensorBuffer
 import dev.gruedge.demo.parity.FloatTensor
+import dev.gruedge.demo.parity.GpuSettings
 
 /**
  * A model compiled with LiteRT's CompiledModel API on one accelerator. [accelerator] is the one that actually
- * runs it: when the GPU was asked for and cannot take the model, the runner falls back to the CPU (if the recipe
- * allows) and [note] says why.
+ * runs it: when the GPU was asked for and cannot take the model, the runner falls back to the CPU (if the model's
+ * GPU settings allow) and [note] says why. The GPU settings are applied as [GpuSettings] documents, the same way
+ * as `gru-edge verify --accelerator gpu`. [close] releases every native resource: the tensor buffers, then the model.
  */
 class ModelRunner private constructor(
     private val model: CompiledModel,
@@ -21,15 +24,23 @@ class ModelRunner private constructor(
         const val SERVE = "serving_default"
         const val STEP = "step"
 
-        fun open(assets: AssetManager, modelAsset: String, wantGpu: Boolean, cpuFallback: Boolean): ModelRunner {
-            if (!wantGpu) return ModelRunner(cpu(assets, modelAsset), "CPU", "")
+        /** [gpu] null: the CPU; otherwise the GPU with those settings. */
+        fun open(assets: AssetManager, modelAsset: String, gpu: GpuSettings?): ModelRunner {
+            if (gpu == null) return ModelRunner(cpu(assets, modelAsset), "CPU", "")
+            val options = CompiledModel.Options(Accelerator.GPU).apply {
+                // GPU alone, no CPU in the set: compiling fails unless every op runs on the GPU.
+                gpuOptions = if (gpu.enforceFp32) {
+                    CompiledModel.GpuOptions(precision = CompiledModel.GpuOptions.Precision.FP32)
+                } else {
+                    CompiledModel.GpuOptions()  // LiteRT's default precision: fp16 where the GPU supports it
+                }
+            }
             return try {
-                // GPU alone, no CPU in the list: if this succeeds every op runs on the GPU.
-                ModelRunner(CompiledModel.create(assets, modelAsset, CompiledModel.Options(Accelerator.GPU)), "GPU",
-                    "")
+                ModelRunner(CompiledModel.create(assets, modelAsset, options), "GPU", "GPU settings: $gpu")
             } catch (e: LiteRtException) {
-                if (!cpuFallback) throw e
-                ModelRunner(cpu(assets, modelAsset), "CPU", "GPU unavailable, ran on CPU: ${e.message}")
+                if (!gpu.cpuFallback) throw e
+                ModelRunner(cpu(assets, modelAsset), "CPU", "GPU refused the model, ran on CPU (fallback cpu): " +
+                    "${e.message}")
             }
         }
 
@@ -78,10 +89,14 @@ class ModelRunner private constructor(
         return times[runs / 2] / 1000.0
     }
 
-    /** Streaming: one time step through the `step` signature with explicit states. */
-    inner class Stream(private val stateSizes: List<Int>) {
-        private val stepInputs = model.createInputBuffers(STEP)
-        private val stepOutputs = model.createOutputBuffers(STEP)
+    private val streams = mutableListOf<Stream>()
+
+    /** Streaming: one time step through the `step` signature with explicit states; closed with the runner. */
+    fun stream(stateSizes: List<Int>): Stream = Stream(stateSizes).also { streams += it }
+
+    inner class Stream internal constructor(private val stateSizes: List<Int>) {
+        internal val stepInputs = model.createInputBuffers(STEP)
+        internal val stepOutputs = model.createOutputBuffers(STEP)
         private var states = stateSizes.map { FloatArray(it) }
 
         fun reset() {
@@ -98,5 +113,9 @@ class ModelRunner private constructor(
         }
     }
 
-    override fun close() = model.close()
+    override fun close() {
+        val buffers: List<TensorBuffer> = inputs + outputs + streams.flatMap { it.stepInputs + it.stepOutputs }
+        buffers.forEach { it.close() }
+        model.close()
+    }
 }
