@@ -245,7 +245,8 @@ def _read_events(proc: subprocess.CompletedProcess,
 
 def finish_bytes(recipe: Recipe, converted: bytes) -> bytes:
     """What gru-edge writes for the converter's bytes: shared step ranges (integer recipes), then compacted.
-    lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): left untouched."""
+    lowering = "keras" stands for TensorFlow's converter as it is (the comparison path): its graph is left
+    untouched (only the description is added, by rewriting the flatbuffer, as for every recipe)."""
     if recipe.lowering != "gru-edge":
         return converted
     payload = share_step_ranges(converted)[0] if recipe.quantization in ("int8", "int16x8") else converted

@@ -24,8 +24,9 @@ SIDECAR_FORMAT = "gru-edge-sidecar/2"  # /2: names the .tflite's sha256
 EMBEDDED = "gru_edge"  # the flatbuffer metadata entry
 EMBEDDED_FORMAT = "gru-edge-model/1"
 SUPPORT = "TFLITE_METADATA"  # TFLite Support's entry (Android Studio's model viewer reads it)
-# What the sidecar adds: read from the file itself, so not stored inside it (a file cannot hold its own hash).
-DERIVED = ("model_file", "model_sha256", "size_bytes", "weight_bytes", "ops", "op_versions")
+# What the sidecar adds: read from the file itself, so not stored inside it (a file cannot hold its own hash), and
+# what only the converting machine cares about: the same conversion gives the same bytes anywhere.
+DERIVED = ("model_file", "model_sha256", "size_bytes", "weight_bytes", "ops", "op_versions", "convert_seconds")
 
 
 def sidecar_file(tflite_path: Path) -> Path:
@@ -33,8 +34,13 @@ def sidecar_file(tflite_path: Path) -> Path:
 
 
 def embedded_part(sidecar: dict) -> dict:
-    """The part of a sidecar that goes inside the model."""
-    return {"format": EMBEDDED_FORMAT, **{k: v for k, v in sidecar.items() if k not in DERIVED + ("format",)}}
+    """The part of a sidecar that goes inside the model: no paths of the converting machine (the source model is
+    named by its file name and sha256)."""
+    doc = {"format": EMBEDDED_FORMAT, **{k: v for k, v in sidecar.items() if k not in DERIVED + ("format",)}}
+    source = doc.get("source_model")
+    if isinstance(source, dict) and isinstance(source.get("path"), str):
+        doc["source_model"] = {**source, "path": Path(source["path"]).name}
+    return doc
 
 
 def embed(payload: bytes, doc: dict) -> bytes:
@@ -74,7 +80,17 @@ def read_embedded(metadata: dict[str, bytes], name: str = "model") -> dict | Non
         found = doc.get("format") if isinstance(doc, dict) else "unreadable"
         raise ConversionError(f"{name}'s gru_edge description is not one this gru-edge reads (format {found!r}, "
                               f"expected '{EMBEDDED_FORMAT}'); convert the model again.")
+    _check_names_source(doc, f"{name}'s gru_edge description")
     return doc
+
+
+def _check_names_source(doc: dict, what: str) -> None:
+    made_from = doc.get("source_model")
+    if not isinstance(doc.get("recipe"), dict) or not isinstance(doc["recipe"].get("name"), str) or \
+            not isinstance(made_from, dict) or not isinstance(made_from.get("sha256"), str) or \
+            not isinstance(made_from.get("path"), str):
+        raise ConversionError(f"{what} lacks the recipe or source model gru-edge names there; convert the model "
+                              "again.")
 
 
 def load(tflite_path: Path) -> dict | None:
@@ -87,29 +103,27 @@ def load(tflite_path: Path) -> dict | None:
     info = tflite_model.read(tflite_path)
     embedded = read_embedded(info.metadata, tflite_path.name)
     path = sidecar_file(tflite_path)
-    if not path.is_file():
+    sidecar = read_json_doc(path, ConversionError, "convert the model again, or delete it (the model describes "
+                            "itself)") if path.is_file() else None
+    fmt = sidecar.get("format") if isinstance(sidecar, dict) else None
+    if not str(fmt).startswith("gru-edge-sidecar/"):  # none, or a JSON file of someone else's that has the name
         if embedded is None:
             return None
         return {**{k: v for k, v in embedded.items() if k != "format"}, "format": SIDECAR_FORMAT,
                 "model_file": tflite_path.name, "model_sha256": sha256_file(tflite_path),
                 "size_bytes": info.size_bytes, "weight_bytes": info.weight_bytes, "ops": info.op_counts,
                 "op_versions": info.op_versions}
-    sidecar = read_json_doc(path, ConversionError, "convert the model again, or delete it (the model describes itself)")
-    fmt = sidecar.get("format") if isinstance(sidecar, dict) else None
     if fmt != SIDECAR_FORMAT:
         raise ConversionError(f"{path} is not a gru-edge sidecar of this version (format {fmt!r}, expected "
                               f"'{SIDECAR_FORMAT}'); convert the model again.")
-    made_from = sidecar.get("source_model")
-    if not isinstance(sidecar.get("recipe"), dict) or not isinstance(made_from, dict) or \
-            not isinstance(made_from.get("sha256"), str) or not isinstance(made_from.get("path"), str):
-        raise ConversionError(f"{path} lacks the recipe or source model a gru-edge sidecar names; convert the model "
-                              "again.")
+    _check_names_source(sidecar, str(path))
     if sidecar.get("model_sha256") != sha256_file(tflite_path):
         raise ConversionError(f"{path.name} describes another {tflite_path.name} (sha256 differs): the two "
                               "files do not belong together. Convert again, or remove the sidecar.")
     if embedded is not None:
-        differ = sorted(k for k in set(embedded) - {"format"} | set(embedded_part(sidecar)) - {"format"}
-                        if sidecar.get(k) != embedded.get(k))
+        copy = embedded_part(sidecar)
+        differ = sorted(k for k in (set(embedded) | set(copy)) - {"format"}
+                        if k not in copy or k not in embedded or copy[k] != embedded[k])
         if differ:
             raise ConversionError(f"{path.name} disagrees with the description inside {tflite_path.name} on "
                                   f"{', '.join(differ[:4])}: it was edited. Delete it (the model describes itself) "
@@ -128,6 +142,7 @@ def _text(value) -> str:
 def _support_metadata(model, doc: dict) -> bytes:
     """ModelMetadata for subgraph 0: the model's and each input's and output's name and description."""
     import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
 
     names = {}
     for s in model.signatureDefs or []:
@@ -143,12 +158,13 @@ def _support_metadata(model, doc: dict) -> bytes:
         name = names.get(i) or _text(sg.tensors[i].name)
         shape = "x".join(str(int(d)) for d in sg.tensors[i].shape)
         if is_input:
-            what = ("raw values, time-major (the scaling is inside the model)" if framing
-                    else "the values the Keras model was given")
+            what = ("raw values in the data's units, [batch, time, features] (the scaling is inside the model)"
+                    if framing else "the values the Keras model was given")
         else:
             what = (f"in {units}" if units else "as the Keras model returns them") + (
                 f" ({task.get('kind')})" if task.get("kind") else "")
-        return name, f"[{shape}] float32: {what}"
+        dtype = next((k.lower() for k, v in vars(schema.TensorType).items() if v == sg.tensors[i].type), "?")
+        return name, f"[{shape}] {dtype}: {what}"
 
     b = flatbuffers.Builder(1024)
 

@@ -78,11 +78,25 @@ def _foreign_run(folder: Path) -> list[str]:
             "training.json") or (p.name != "training.json" and not _same(p, files.get(p.name)))]
 
 
+def _described(model: Path) -> bool:
+    """Whether ``model`` is a .tflite that carries gru-edge's description (gru_edge.description)."""
+    from gru_edge import tflite_model
+    from gru_edge.description import EMBEDDED
+    from gru_edge.errors import GruEdgeError
+
+    try:
+        return model.is_file() and EMBEDDED in tflite_model.read(model).metadata
+    except GruEdgeError:
+        return False
+
+
 def _foreign_models(folder: Path) -> list[str]:
     foreign = []
     for p in _entries(folder):
         ok = re.fullmatch(r"model\.[A-Za-z0-9._-]+\.(tflite|json)", p.name) and _file(p)
         side = _json(p.with_suffix(".json")) if ok else {}
+        if ok and p.suffix == ".tflite" and not side and _described(p):  # a model without sidecar, describing itself
+            continue
         ok = ok and _format(side).startswith("gru-edge-sidecar/")
         if ok and p.suffix == ".tflite":  # a model beside its sidecar, and the one the sidecar describes
             ok = _same(p, side.get("model_sha256"))
@@ -133,18 +147,6 @@ def _foreign_quickstart(folder: Path) -> list[str]:
         return [p.name for p in _entries(folder)]
     return _foreign_within(folder, {"summary.json": None, "run": _foreign_run, "models": _foreign_models,
                                     "bundles": _foreign_bundles}, "summary.json")
-
-
-def _described(model: Path) -> bool:
-    """Whether ``model`` is a .tflite that carries gru-edge's description (gru_edge.description)."""
-    from gru_edge import tflite_model
-    from gru_edge.description import EMBEDDED
-    from gru_edge.errors import GruEdgeError
-
-    try:
-        return model.is_file() and EMBEDDED in tflite_model.read(model).metadata
-    except GruEdgeError:
-        return False
 
 
 def _foreign_assets(folder: Path) -> list[str]:

@@ -23,6 +23,7 @@ def test_every_recipe_carries_its_description(r1_converted):
         assert inside == description.embedded_part(sidecar), m.recipe
         assert inside["format"] == "gru-edge-model/1" and inside["recipe"]["name"] == m.recipe
         assert not set(description.DERIVED) & set(inside)  # nothing that depends on the file's own bytes
+        assert "/" not in inside["source_model"]["path"]  # nor on the converting machine
         support = info.metadata[description.SUPPORT]
         assert support[4:8] == b"M001" and b"sequence" in support and m.recipe.encode() in support
         # the description is not weights: weight bytes are those of the buffers the tensors use
@@ -39,7 +40,15 @@ def test_the_model_alone_gives_the_sidecar(r1_converted, tmp_path):
     shutil.copy(m.path, lone)
     alone = description.load(lone)
     sidecar = json.loads(m.sidecar.read_text())
-    assert alone == {**sidecar, "model_file": "renamed.tflite"}
+    # everything but the converting machine's own details: the source's path (its file name stays) and the time
+    assert sidecar["source_model"]["path"].startswith("/") and "convert_seconds" in sidecar
+    expected = {**sidecar, "model_file": "renamed.tflite",
+                "source_model": {**sidecar["source_model"], "path": "model.keras"}}
+    del expected["convert_seconds"]
+    assert alone == expected
+    # a JSON file of someone else's with the sidecar's name is not a sidecar: the model still describes itself
+    description.sidecar_file(lone).write_text('{"labels": ["up", "down"]}')
+    assert description.load(lone) == expected
 
 
 def test_a_sidecar_that_disagrees_with_the_model_is_an_error(r1_converted, tmp_path):

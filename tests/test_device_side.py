@@ -85,6 +85,11 @@ def test_android_init_and_the_model_alone_from_the_wheel(device_venv, tmp_path):
     demo = tmp_path / "my-demo"
     assert "next: gru-edge android MODEL.tflite" in out
     assert (demo / "gradle" / "libs.versions.toml").is_file() and (demo / "jvm-test.sh").stat().st_mode & 0o100
+    tracked = subprocess.run(["git", "ls-files", "android_demo"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    written = sorted(str(p.relative_to(tmp_path)).replace("my-demo", "android_demo", 1)
+                     for p in demo.rglob("*") if p.is_file())
+    assert written == sorted(tracked)  # the committed project, nothing a local build left behind
     assets = demo / "app" / "src" / "main" / "assets" / "gru_edge"
     model = tmp_path / "model.tflite"  # the model alone: no sidecar anywhere
     shutil.copy(assets / "model.tflite", model)

@@ -224,3 +224,19 @@ def test_a_run_killed_at_any_step_leaves_the_old_or_the_new_folder(tmp_path, swa
         assert _leftovers(work) == [], (kill_at, _leftovers(work))
         kill_at += 1
     assert kill_at > 4  # the replacement has several steps, and each was a kill point
+
+
+def test_a_model_whose_sidecar_was_deleted_is_still_gru_edges(r1_converted, tmp_path):
+    """The error messages say a sidecar may be deleted (the model describes itself): the models folder stays ours."""
+    import shutil
+
+    from gru_edge import outputs
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    m = r1_converted.models[0]
+    shutil.copy(m.path, folder / m.path.name)  # no sidecar
+    assert outputs.check_target(folder, outputs.MODELS) == folder
+    (folder / "model.other.tflite").write_bytes(b"TFL3 but not a model")
+    with pytest.raises(OutputError, match="model.other.tflite"):
+        outputs.check_target(folder, outputs.MODELS)

@@ -39,8 +39,8 @@ class MainActivity : AppCompatActivity() {
                 for (gpu in listOf(null, model.gpu)) {
                     val r = try {
                         DeviceParity.run(assets, bundle, gpu)
-                    } catch (e: Exception) {  // fallback "none" and the GPU refused the model
-                        post { line("GPU: ${e.message}", bold = true) }
+                    } catch (e: Exception) {  // e.g. fallback "none" and the GPU refused the model
+                        post { line("${if (gpu == null) "CPU" else "GPU"}: ${e.message}", bold = true) }
                         continue
                     }
                     post { show(r) }

@@ -30,6 +30,8 @@ object TfliteMetadata {
             }
         } catch (e: IndexOutOfBoundsException) {
             throw TfliteFormatException("a damaged TFLite model (an offset points outside the file)")
+        } catch (e: IllegalArgumentException) {
+            throw TfliteFormatException("a damaged TFLite model (an offset points outside the file)")
         }
     }
 
@@ -63,7 +65,9 @@ object TfliteMetadata {
         /** The bytes of the string or [ubyte] vector at [at] (length, then the bytes). Android before API 35 has no
          *  absolute bulk get: copy through a duplicate. */
         private fun copy(at: Int): ByteArray {
-            val out = ByteArray(buf.getInt(at))
+            val length = buf.getInt(at)
+            if (length < 0 || length > buf.limit() - at - 4) throw IndexOutOfBoundsException("length $length at $at")
+            val out = ByteArray(length)
             (buf.duplicate().position(at + 4) as ByteBuffer).get(out)
             return out
         }
@@ -71,7 +75,9 @@ object TfliteMetadata {
         fun vector(slot: Int): List<Table> {
             val v = target(slot)
             if (v == 0) return emptyList()
-            return (0 until buf.getInt(v)).map { i ->
+            val count = buf.getInt(v)
+            if (count < 0 || count > (buf.limit() - v - 4) / 4) throw IndexOutOfBoundsException("count $count at $v")
+            return (0 until count).map { i ->
                 val element = v + 4 + 4 * i
                 Table(buf, element + buf.getInt(element))
             }
@@ -84,7 +90,9 @@ object TfliteMetadata {
             val offset = ulong(1)
             val size = ulong(2)
             if (offset <= 1) return ByteArray(0)
-            if (offset + size > model.size) throw TfliteFormatException("a buffer lies outside the file")
+            if (offset < 0 || size < 0 || offset + size > model.size) {
+                throw TfliteFormatException("a buffer lies outside the file")
+            }
             return model.copyOfRange(offset.toInt(), (offset + size).toInt())
         }
     }

@@ -61,10 +61,17 @@ class DescriptionTest {
         // cut the file short: an offset then points outside it
         val cut = assertThrows(TfliteFormatException::class.java) { TfliteMetadata.read(model.copyOf(64)) }
         assertTrue(cut.message!!, cut.message!!.contains("damaged"))
+        // a length field made huge or negative: named, not an out-of-memory crash
+        val raw = TfliteMetadata.read(model).getValue("gru_edge")
+        val at = indexOf(model, raw) - 4
+        for (bad in listOf(Int.MAX_VALUE, -5)) {
+            val lying = model.copyOf()
+            java.nio.ByteBuffer.wrap(lying).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(at, bad)
+            assertThrows(TfliteFormatException::class.java) { TfliteMetadata.read(lying) }
+        }
         // rename the entry: the model then carries no gru-edge description
         val renamed = model.copyOf()
-        val at = indexOf(renamed, "gru_edge".toByteArray())
-        "GRU_EDGE".toByteArray().copyInto(renamed, at)
+        "GRU_EDGE".toByteArray().copyInto(renamed, indexOf(renamed, "gru_edge".toByteArray()))
         val none = assertThrows(JsonException::class.java) { Description.fromModel(renamed) }
         assertTrue(none.message!!, none.message!!.contains("no gru-edge description"))
     }
