@@ -436,7 +436,7 @@ def android(model, bundle, demo, init_dir, as_json, log):
 @click.option("--seed", type=int, default=0, show_default=True)
 @command
 def quickstart(out_dir, epochs, seed, as_json, log):
-    """Train on the airline data, convert to every shipped recipe, verify each.
+    """Train on the airline data, convert to every shipped recipe, verify each, draw the report.
 
     Example:
 
@@ -458,8 +458,29 @@ def quickstart(out_dir, epochs, seed, as_json, log):
                                for r in result.rows]))
         click.echo(f"\nrun:     {result.train.run_dir}\nmodels:  {out_dir / 'models'}\n"
                    f"bundles: {out_dir / 'bundles'}\nsummary: {out_dir / 'summary.json'}\n"
-                   f"took {result.seconds:.0f} s")
+                   f"report:  {out_dir / 'report.html'}\ntook {result.seconds:.0f} s")
     sys.exit(0 if result.passed else 1)
+
+
+# ---- report -----------------------------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@command
+def report(folder, as_json, log):
+    """Draw FOLDER/report.html for a quickstart folder: series and forecasts, every model, errors, size, latency.
+
+    Example:
+
+      gru-edge report quickstart-out
+    """
+    from gru_edge.report import write
+
+    result = write(folder, log=log)
+    if as_json:
+        return _emit_json(result.to_dict())
+    click.echo(f"{result.path}: {len(result.figures)} pictures ({'; '.join(result.figures)}) and the table of "
+               f"{len(result.recipes)} recipes")
 
 
 def main() -> None:

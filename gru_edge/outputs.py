@@ -145,8 +145,8 @@ def _foreign_bundles(folder: Path) -> list[str]:
 def _foreign_quickstart(folder: Path) -> list[str]:
     if _format(_json(folder / "summary.json")) != SUMMARY_FORMAT:
         return [p.name for p in _entries(folder)]
-    return _foreign_within(folder, {"summary.json": None, "run": _foreign_run, "models": _foreign_models,
-                                    "bundles": _foreign_bundles}, "summary.json")
+    return _foreign_within(folder, {"summary.json": None, "report.html": None, "run": _foreign_run,
+                                    "models": _foreign_models, "bundles": _foreign_bundles}, "summary.json")
 
 
 def _foreign_assets(folder: Path) -> list[str]:
@@ -177,7 +177,7 @@ MODELS = Kind("models folder", "gru-edge convert", _foreign_models, r"model\.[A-
 BUNDLE = Kind("parity bundle", "gru-edge verify -o", _foreign_bundle,
               r"manifest\.json|[A-Za-z0-9][A-Za-z0-9._-]*\.(npy|tflite)")
 QUICKSTART = Kind("quickstart folder", "gru-edge quickstart", _foreign_quickstart,
-                  r"run|models|bundles|summary\.json|\..+\.gru-edge-.+")
+                  r"run|models|bundles|summary\.json|report\.html|\..+\.gru-edge-.+")
 ASSETS = Kind("Android demo model folder", "gru-edge android", _foreign_assets, r"model\.tflite|model\.json|bundle")
 KINDS = (RUN, MODELS, BUNDLE, QUICKSTART, ASSETS)
 

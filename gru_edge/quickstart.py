@@ -1,4 +1,5 @@
-"""The main job: train on the airline data, convert to every shipped recipe, verify each, summarise."""
+"""The main job: train on the airline data, convert to every shipped recipe, verify each, summarise, draw the
+report (gru_edge/report.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gru_edge import conversion as convert_mod, model as model_mod, outputs, recipes, runs, verification as verify_mod
+from gru_edge import conversion as convert_mod, model as model_mod, outputs, recipes, report, runs, \
+    verification as verify_mod
 
 
 @dataclass(frozen=True)
@@ -74,4 +76,6 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
         result = QuickstartResult(out_dir, trained, tuple(rows), round(time.perf_counter() - started, 1))
         (stage / "summary.json").write_text(json.dumps({"format": outputs.SUMMARY_FORMAT, **result.to_dict()}, indent=2)
                                             + "\n")
+        log("drawing the report")
+        report.write(stage, log=log)
     return result

@@ -20,3 +20,37 @@ def test_quickstart_runs_the_whole_pipeline_with_defaults(tmp_path):
         assert f"{r['recipe']} " in result.stdout
     assert "seasonal-naive" in result.stdout and "bundles:" in result.stdout
     assert (out / "bundles" / "int8" / "manifest.json").is_file()
+    # the report: one self-contained HTML page with the pictures embedded
+    pictures = report_pictures(out / "report.html")
+    assert len(pictures) >= 4 and "report:" in result.stdout
+    for png in pictures:
+        width, height = png_size(png)
+        assert 600 <= width <= 1400 and 250 <= height <= 700 and len(png) > 10_000, (width, height, len(png))
+    again = CliRunner().invoke(cli, ["report", str(out), "--json"])  # redrawn on its own, no TensorFlow needed
+    doc = json.loads(again.stdout)["result"]
+    assert again.exit_code == 0 and len(doc["figures"]) == len(pictures)
+    assert {r["recipe"] for r in doc["recipes"]} == set(recipes.shipped_names())
+    assert all(r["median_us"] > 0 and r["max_abs_error"] < 50 for r in doc["recipes"])
+
+
+def report_pictures(path) -> list[bytes]:
+    import base64
+    import re
+
+    page = path.read_text()
+    assert page.startswith("<!doctype html>") and 'src="http' not in page  # nothing fetched from elsewhere
+    return [base64.b64decode(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)]
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk, after checking the signature."""
+    import struct
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    return struct.unpack(">II", png[16:24])
+
+
+def test_report_refuses_a_folder_that_is_not_a_quickstart(tmp_path):
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and "is not a quickstart folder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "report.html").exists()
