@@ -50,6 +50,13 @@ def command(fn):
 class Cli(click.Group):
     """The command group; under --json every outcome, usage errors included, is one JSON document on stdout."""
 
+    def format_commands(self, ctx, formatter):
+        """Each command's whole first sentence, wrapped in its column rather than cut with "..."."""
+        rows = [(name, self.get_command(ctx, name).get_short_help_str(limit=1000)) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
         if "--json" not in argv or not standalone_mode:
@@ -105,8 +112,8 @@ def train(data, column, features, window, horizon, units, layers, epochs, patien
           task, transform, test_size, season, run_dir, as_json, log):
     """Train a GRU forecaster and report held-out RMSE beside naive baselines.
 
+    \b
     Example:
-
       gru-edge train --data airline -o runs/airline
     """
     from gru_edge.model import TrainConfig, train as train_model
@@ -128,8 +135,8 @@ def train(data, column, features, window, horizon, units, layers, epochs, patien
 def recipes_cmd(as_json, log):
     """List the shipped conversion recipes.
 
+    \b
     Example:
-
       gru-edge recipes
     """
     from gru_edge import recipes
@@ -169,12 +176,10 @@ def convert(model, to, budget, calibration, out_dir, as_json, log):
     """Convert a .keras GRU model to one .tflite per recipe, builtin ops only; exit 1 if a recipe could not be made
     (the others are written).
 
+    \b
     Examples:
-
       gru-edge convert runs/airline/model.keras --to float32,int8,android-gpu -o out
-
       gru-edge convert my/gru.keras --to float32,int8 --calibration windows.npy -o out
-
       gru-edge convert runs/airline/model.keras --budget 1% -o out
     """
     names = [t.strip() for t in to.split(",") if t.strip()] if to else None
@@ -257,14 +262,11 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, runtime, 
            log):
     """Check a .tflite gives the original model's outputs; exit 0 pass, 1 fail, 3 no GPU.
 
+    \b
     Examples:
-
       gru-edge verify runs/airline/model.keras out/model.int8.tflite -o bundle-int8
-
       gru-edge verify --bundle bundle-int8
-
       gru-edge verify --bundle bundle-int8 --runtime tflite-runtime
-
       gru-edge verify runs/airline/model.keras out/model.android-gpu.tflite --accelerator gpu
     """
     if targets and not samples:
@@ -334,10 +336,9 @@ def _known_runtime(value: str | None) -> str | None:
 def inspect(model, runtime, as_json, log):
     """Show a .tflite's description, signatures, ops, size split and GPU findings (no TensorFlow needed).
 
+    \b
     Examples:
-
       gru-edge inspect out/model.android-gpu.tflite
-
       gru-edge inspect out/model.int8.tflite --runtime tflite-runtime==2.14
     """
     from gru_edge.api import inspect as read
@@ -364,8 +365,8 @@ def inspect(model, runtime, as_json, log):
 def bench(model, to, threads, iterations, rounds, as_json, log):
     """Time Keras, TensorFlow's plain converter paths, gru-edge's recipes and ONNX Runtime at batch 1.
 
+    \b
     Example:
-
       gru-edge bench runs/airline/model.keras --threads 1
     """
     from gru_edge.bench import bench as run_bench
@@ -392,10 +393,9 @@ def bench(model, to, threads, iterations, rounds, as_json, log):
 def android(model, bundle, demo, init_dir, as_json, log):
     """Check a model against the demo's pinned LiteRT and GPU rules, then copy it and its bundle in.
 
+    \b
     Examples:
-
       gru-edge android --init my-demo
-
       gru-edge android out/model.android-gpu.tflite --bundle bundles/android-gpu --demo my-demo
     """
     from gru_edge.android import ASSETS, init, install
@@ -438,8 +438,8 @@ def android(model, bundle, demo, init_dir, as_json, log):
 def quickstart(out_dir, epochs, seed, as_json, log):
     """Train on the airline data, convert to every shipped recipe, verify each, draw the report.
 
+    \b
     Example:
-
       gru-edge quickstart -o quickstart-out
     """
     from gru_edge.model import TrainConfig
@@ -470,8 +470,8 @@ def quickstart(out_dir, epochs, seed, as_json, log):
 def report(folder, as_json, log):
     """Draw FOLDER/report.html for a quickstart folder: series and forecasts, every model, errors, size, latency.
 
+    \b
     Example:
-
       gru-edge report quickstart-out
     """
     from gru_edge.report import write

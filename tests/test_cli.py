@@ -148,3 +148,20 @@ def test_verify_on_gpu_without_a_gpu_exits_3(r2_run, r2_converted):
         assert "GPU check not run: no usable GPU" in result.stderr
     else:  # where a GPU exists, the android-gpu model passes fully accelerated
         assert result.exit_code == 0 and "fully accelerated: yes" in result.stdout
+
+
+def test_help_examples_copy_and_summaries_are_whole():
+    """At 80 columns every example stays on one line (it can be copied) and the command list is not cut with '...'."""
+    import inspect as pyinspect
+
+    overview = CliRunner().invoke(cli, ["--help"], terminal_width=80).output
+    assert "..." not in overview.split("Commands:")[1]
+    for name, command in cli.commands.items():
+        doc = pyinspect.getdoc(command.callback)
+        first = doc.split("\n\n")[0].replace("\n", " ")
+        assert " ".join(first.split()) in " ".join(overview.split()), name  # the whole first sentence
+        examples = [line.strip() for line in doc.split("Example")[1].splitlines()[1:] if line.strip()]
+        assert examples and all(e.startswith("gru-edge ") for e in examples), name
+        shown = CliRunner().invoke(cli, [name, "--help"], terminal_width=80).output.splitlines()
+        for example in examples:
+            assert any(line.strip() == example for line in shown), (name, example)
