@@ -5,7 +5,9 @@ Heavy libraries (TensorFlow, Keras, LiteRT) are imported inside the commands, so
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +34,8 @@ def command(fn):
     @click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr")
     @functools.wraps(fn)
     def wrapper(*args, as_json: bool, quiet: bool, **kwargs):
+        if quiet:
+            atexit.register(_silence_native_stderr)
         try:
             return fn(*args, as_json=as_json, log=_progress(quiet or as_json), **kwargs)
         except GruEdgeError as e:
@@ -45,6 +49,15 @@ def command(fn):
         raise error from None
 
     return wrapper
+
+
+def _silence_native_stderr() -> None:
+    """-q: LiteRT's accelerator registry logs "INFO: … DestroyAccelerator" from native destructors after Python has
+    finished; point file descriptor 2 at /dev/null at exit (errors were printed before)."""
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 class Cli(click.Group):

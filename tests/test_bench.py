@@ -1,8 +1,21 @@
-from gru_edge.bench import bench
+import json
+import subprocess
+import sys
+
+from gru_edge.bench import BenchResult, BenchRow
 
 
-def test_bench_puts_every_path_side_by_side(r1_run):
-    result = bench(r1_run / "model.keras", ["float32", "int8"], iterations=20, rounds=1)
+def test_bench_puts_every_path_side_by_side(r1_run, tmp_path):
+    """Run as a user runs it (a process, -q, --json): stdout is one JSON document and stderr stays empty, native log
+    lines included (LiteRT's accelerator registry logs from its destructors at exit)."""
+    proc = subprocess.run([sys.executable, "-m", "gru_edge", "bench", str(r1_run / "model.keras"), "--to",
+                           "float32,int8", "--iterations", "20", "--rounds", "1", "--json", "-q"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)["result"]
+    result = BenchResult(doc["model"], doc["threads"],
+                         tuple(BenchRow(**{k: v for k, v in r.items() if k != "size_ratio"}) for r in doc["rows"]),
+                         doc["convert_seconds"], doc["streaming"])
     names = [r.name for r in result.rows]
     assert names[:2] == ["gru-edge float32", "gru-edge int8"]
     assert {"plain-while-float32", "plain-unrolled-float32", "plain-unrolled-int8", "keras tf.function"} <= set(names)

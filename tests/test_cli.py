@@ -165,3 +165,23 @@ def test_help_examples_copy_and_summaries_are_whole():
         shown = CliRunner().invoke(cli, [name, "--help"], terminal_width=80).output.splitlines()
         for example in examples:
             assert any(line.strip() == example for line in shown), (name, example)
+
+
+def test_quiet_leaves_stderr_empty_on_success(r1_run, r1_converted, tmp_path):
+    """-q: nothing on stderr when a command succeeds, native log lines (TensorFlow, LiteRT, XNNPACK) included; each
+    command is a real process, so what native code writes to file descriptor 2 is seen. (bench: test_bench.py)"""
+    int8 = next(m for m in r1_converted.models if m.recipe == "int8").path
+    commands = [
+        ["train", "--epochs", "1", "-o", tmp_path / "run"],
+        ["convert", r1_run / "model.keras", "--to", "float32", "-o", tmp_path / "models"],
+        ["verify", r1_run / "model.keras", int8, "-o", tmp_path / "bundle"],
+        ["verify", "--bundle", tmp_path / "bundle", "--runtime", "litert-compiled"],
+        ["inspect", int8],
+        ["recipes"],
+        ["android", "--init", tmp_path / "demo"],
+    ]
+    for args in commands:
+        proc = subprocess.run([sys.executable, "-m", "gru_edge", *map(str, args), "-q"], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0 and proc.stdout, (args, proc.stderr[-1000:])
+        assert proc.stderr == "", (args[0], proc.stderr[-1000:])
