@@ -2,7 +2,8 @@
 
 Candidates are converted once, ordered by file size, and verified against the Keras original on the held-out
 windows, smallest first; int8 is also tried with its most error-prone ops kept in float (selective quantization).
-The first candidate whose relative task-metric change |delta| is within the budget is kept. Every try is reported.
+The first candidate whose relative task-metric change |delta| is within the budget is kept, with its parity bundle
+(``OUT/bundle.RECIPE``, made from the verification that accepted it). Every try is reported.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ class BudgetResult:
     budget: float
     chosen: convert_mod.ConvertedModel | None
     tries: tuple[Try, ...]
+    bundle: Path | None = None  # the kept model's parity bundle
 
     def to_dict(self) -> dict:
         return {"budget": self.budget, "chosen": self.chosen.to_dict() if self.chosen else None,
-                "tries": [t.to_dict() for t in self.tries]}
+                "bundle": str(self.bundle) if self.bundle else None, "tries": [t.to_dict() for t in self.tries]}
 
 
 def parse_budget(text: str) -> float:
@@ -67,23 +69,27 @@ def search(model_path: Path, budget: float, out_dir: Path, candidates: list[str]
                               "of the task metric on the held-out windows.")
     names = list(candidates or DEFAULT_CANDIDATES)
     stage = outputs.Staging(out_dir, outputs.MODELS)  # checked and writable before any conversion
+    bundle = None
     try:
         with tempfile.TemporaryDirectory(prefix="gru-edge-budget-") as tmp:
-            chosen, tries = _search(model_path, budget, names, fallbacks, Path(tmp), log)
+            chosen, tries, made = _search(model_path, budget, names, fallbacks, Path(tmp), log)
             if chosen is not None:
                 for path in (chosen.path, chosen.sidecar):
                     shutil.copyfile(path, stage.path / path.name)
+                shutil.copytree(made, stage.path / made.name)
                 stage.commit()
                 chosen = replace(chosen, path=Path(out_dir) / chosen.path.name,
                                  sidecar=Path(out_dir) / chosen.sidecar.name)
+                bundle = Path(out_dir) / made.name
     finally:
         stage.discard()
-    return BudgetResult(budget, chosen, tuple(tries))
+    return BudgetResult(budget, chosen, tuple(tries), bundle)
 
 
 def _search(model_path: Path, budget: float, names: list[str], fallbacks: tuple[float, ...], tmp: Path,
-            log) -> tuple[convert_mod.ConvertedModel | None, list[Try]]:
-    """Convert every candidate into ``tmp``, verify smallest first; the first within ``budget`` and every try."""
+            log) -> tuple[convert_mod.ConvertedModel | None, list[Try], Path | None]:
+    """Convert every candidate into ``tmp``, verify smallest first (each writing its bundle); the first within
+    ``budget``, every try, and the kept model's bundle."""
     from gru_edge.verification import verify
 
     todo: list[str | recipes.Recipe] = list(names)
@@ -95,7 +101,8 @@ def _search(model_path: Path, budget: float, names: list[str], fallbacks: tuple[
     tries: list[Try] = []
     keras_model = load_model(model_path)
     for m in sorted(converted.models, key=lambda m: m.size_bytes):
-        rep = verify(model_path, m.path, keras_model=keras_model).report
+        made = tmp / f"bundle.{m.recipe}"
+        rep = verify(model_path, m.path, made, keras_model=keras_model).report
         delta = rep.task.relative_delta if rep.task else None
         finite = all(math.isfinite(o.max_abs_error) for o in rep.outputs)
         ok = delta is not None and finite and abs(delta) <= budget
@@ -103,5 +110,5 @@ def _search(model_path: Path, budget: float, names: list[str], fallbacks: tuple[
         log(f"  {m.recipe}: {m.size_bytes / 1024:.1f} KiB, task metric "
             f"{'-' if delta is None else f'{delta:+.2%}'} -> {'within' if ok else 'outside'} {budget:.2%}")
         if ok:
-            return m, tries
-    return None, tries
+            return m, tries, made
+    return None, tries, None

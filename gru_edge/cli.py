@@ -242,7 +242,8 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
                            for i, t in enumerate(result.tries, start=1)]))
     if failure:
         raise click.ClickException(failure)
-    click.echo(f"kept {result.chosen.recipe}: {result.chosen.path} ({result.chosen.size_bytes / 1024:.1f} KiB)")
+    click.echo(f"kept {result.chosen.recipe}: {result.chosen.path} ({result.chosen.size_bytes / 1024:.1f} KiB)\n"
+               f"bundle: {result.bundle} (gru-edge verify --bundle {result.bundle})")
 
 
 # ---- verify -----------------------------------------------------------------------------------------------------

@@ -93,6 +93,9 @@ def _described(model: Path) -> bool:
 def _foreign_models(folder: Path) -> list[str]:
     foreign = []
     for p in _entries(folder):
+        if re.fullmatch(r"bundle\.[A-Za-z0-9._-]+", p.name) and p.is_dir() and not p.is_symlink():
+            foreign += [f"{p.name}/{sub}" for sub in _foreign_bundle(p)]  # --budget: the kept model's bundle
+            continue
         ok = re.fullmatch(r"model\.[A-Za-z0-9._-]+\.(tflite|json)", p.name) and _file(p)
         side = _json(p.with_suffix(".json")) if ok else {}
         if ok and p.suffix == ".tflite" and not side and _described(p):  # a model without sidecar, describing itself
@@ -239,7 +242,10 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _link(src: Path, dst: Path) -> None:
+def _link(src, dst) -> None:
+    if Path(src).is_dir():  # a --budget bundle in a models folder
+        shutil.copytree(src, dst, copy_function=_link)
+        return
     try:
         os.link(src, dst)
     except OSError:
@@ -315,7 +321,9 @@ class Staging:
         try:
             if self.kind.carry_over and self.target.is_dir():
                 for p in _entries(self.target):
-                    if not (self.path / p.name).exists():
+                    # a bundle goes with its model: not carried over when that recipe was made again
+                    replaced = p.name.startswith("bundle.") and (self.path / f"model.{p.name[7:]}.tflite").exists()
+                    if not (self.path / p.name).exists() and not replaced:
                         _link(p, self.path / p.name)
             _sync(self.path)
             if not self.target.exists():

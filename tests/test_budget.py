@@ -17,6 +17,23 @@ def test_met_by_the_smallest_recipe(r1_run, tmp_path):
     result = search(r1_run / "model.keras", 1.0, tmp_path, ["float32", "dynamic-int8"], fallbacks=())
     assert [t.recipe for t in result.tries] == ["dynamic-int8"] and result.tries[0].accepted
     assert result.chosen.recipe == "dynamic-int8" and result.chosen.path.is_file() and result.chosen.sidecar.is_file()
+    # the kept model's bundle, made for the very file that was kept
+    from gru_edge import parity
+    from gru_edge.bundle import read_bundle
+    from gru_edge.io import sha256_file
+
+    assert result.bundle == tmp_path / "bundle.dynamic-int8"
+    assert read_bundle(result.bundle).manifest["model"]["sha256"] == sha256_file(result.chosen.path)
+    assert parity.check_bundle(result.bundle, result.chosen.path).passed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.dynamic-int8", "model.dynamic-int8.json",
+                                                          "model.dynamic-int8.tflite"]
+    # converting another recipe into the folder keeps the bundle; making dynamic-int8 again drops its old bundle
+    from gru_edge.conversion import convert
+
+    convert(r1_run / "model.keras", ["float32"], tmp_path)
+    assert (tmp_path / "bundle.dynamic-int8" / "manifest.json").is_file() and (tmp_path / "model.float32.tflite").is_file()
+    convert(r1_run / "model.keras", ["dynamic-int8"], tmp_path)
+    assert not (tmp_path / "bundle.dynamic-int8").exists() and (tmp_path / "model.float32.tflite").is_file()
 
 
 def test_met_only_with_selective_fallback(r1_run, tmp_path):
