@@ -26,6 +26,13 @@ def test_bench_puts_every_path_side_by_side(r1_run, tmp_path):
     assert result.row("gru-edge int8").size_bytes < result.row("plain-unrolled-int8").size_bytes
     assert result.row("plain-while-int8").note == "converter crashed"
     assert result.streaming["time_steps"] == 24 and result.streaming["step_us"] > 0
-    table = result.markdown()
-    assert table.startswith("| path | file | weights |") and "weight cache: median µs" in table
-    assert "Streaming" in table
+    # every size figure agrees with convert's and inspect's
+    from gru_edge import tflite_model
+    from gru_edge.conversion import convert
+
+    made = convert(r1_run / "model.keras", ["float32", "int8"], tmp_path / "models")
+    for m in made.models:
+        row = result.row(f"gru-edge {m.recipe}")
+        assert (row.size_bytes, row.weight_bytes) == (m.size_bytes, m.weight_bytes)
+        info = tflite_model.read(m.path)
+        assert (info.size_bytes, info.weight_bytes) == (m.size_bytes, m.weight_bytes)
