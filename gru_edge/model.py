@@ -146,13 +146,26 @@ def _validation_rows(cfg: TrainConfig, n_train: int) -> int:
     return max(cfg.horizon, int(round(cfg.validation * n_train)))
 
 
+def _epochs(keras, log, total: int):
+    """A Keras callback that reports each epoch's losses through ``log`` (stderr in the CLI; silent under -q)."""
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            val = f", validation loss {logs['val_loss']:.4g}" if "val_loss" in logs else ""
+            log(f"  epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.4g}{val}")
+
+    return Progress()
+
+
 def _fit_core(cfg: TrainConfig, win: data.Windows, fit: np.ndarray, val: np.ndarray, n_out: int, classify: bool,
-              keras):
+              keras, log=lambda msg: None):
     """Fit the core on the windows ``fit``, stop when the loss on ``val`` has not improved for ``patience`` epochs
     and keep the best weights. Returns (model, best epoch count, epochs run)."""
     model = _compiled(cfg, win, n_out, classify, keras)
     callbacks = [keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True)] \
         if cfg.patience else []
+    callbacks.append(_epochs(keras, log, cfg.epochs))
     history = model.fit(win.train_x[fit], win.train_y[fit], validation_data=(win.train_x[val], win.train_y[val]),
                         epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
     losses = history.history["val_loss"]
@@ -227,7 +240,7 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         fr = framing.from_transform(transform, w, n_in, cfg.horizon, target=not classify)
         log(f"training {cfg.layers}x GRU({cfg.units}) on {int(fit.sum())} windows of {w}, transform "
             f"'{transform.spec}', up to {cfg.epochs} epochs, validating on {int(val.sum())}")
-        core, best, ran = _fit_core(cfg, win, fit, val, n_out, classify, keras)
+        core, best, ran = _fit_core(cfg, win, fit, val, n_out, classify, keras, log)
         shrink = 1.0 if classify else _shrink(core, win.train_x[val], win.train_y[val])
         _shrink_head(core, shrink)
         trials.append({"transform": transform.spec, "window": w, "validation_score": _score(core, fr, win, val, classify),
@@ -242,7 +255,7 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         f"{len(win.train_x)} training windows")
     core = _compiled(cfg, win, n_out, classify, keras)
     history = core.fit(win.train_x, win.train_y, epochs=epochs, batch_size=cfg.batch_size, shuffle=True,
-                       verbose=0).history["loss"]
+                       verbose=0, callbacks=[_epochs(keras, log, epochs)]).history["loss"]
     _shrink_head(core, chosen["shrink"])
     seconds = time.perf_counter() - started
     model = framing.wrap(core, fr, core.name)

@@ -172,7 +172,7 @@ def test_quiet_leaves_stderr_empty_on_success(r1_run, r1_converted, tmp_path):
     command is a real process, so what native code writes to file descriptor 2 is seen. (bench: test_bench.py)"""
     int8 = next(m for m in r1_converted.models if m.recipe == "int8").path
     commands = [
-        ["train", "--epochs", "1", "-o", tmp_path / "run"],
+        ["train", "--epochs", "2", "-o", tmp_path / "run"],
         ["convert", r1_run / "model.keras", "--to", "float32", "-o", tmp_path / "models"],
         ["verify", r1_run / "model.keras", int8, "-o", tmp_path / "bundle"],
         ["verify", "--bundle", tmp_path / "bundle", "--runtime", "litert-compiled"],
@@ -185,3 +185,9 @@ def test_quiet_leaves_stderr_empty_on_success(r1_run, r1_converted, tmp_path):
                               text=True, cwd=tmp_path, timeout=600)
         assert proc.returncode == 0 and proc.stdout, (args, proc.stderr[-1000:])
         assert proc.stderr == "", (args[0], proc.stderr[-1000:])
+    # without -q, training reports every epoch on stderr (the trials, then the final fit), stdout keeps the result
+    loud = subprocess.run([sys.executable, "-m", "gru_edge", "train", "--epochs", "2", "-o", tmp_path / "run2"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert loud.returncode == 0 and "epoch 1/2" not in loud.stdout
+    assert "  epoch 1/2: loss " in loud.stderr and "  epoch 2/2: loss " in loud.stderr and "validation loss" in \
+        loud.stderr
