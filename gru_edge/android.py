@@ -17,7 +17,7 @@ from gru_edge import gpu, outputs, runtime, tflite_model
 from gru_edge.bundle import bundle_file, read_bundle
 from gru_edge.description import load as load_description
 from gru_edge.errors import GruEdgeError
-from gru_edge.io import sha256_file
+from gru_edge.io import sha256_file, shipped_folder
 
 ASSETS = Path("app/src/main/assets/gru_edge")  # the demo reads model.tflite (which describes itself) and bundle/
 
@@ -40,11 +40,8 @@ class AndroidResult:
 
 
 def template() -> Path:
-    """The demo project shipped with gru-edge: inside the installed package (the wheel maps android_demo/ to
-    gru_edge/android_demo), else the source tree's android_demo/."""
-    package = Path(__file__).resolve().parent
-    installed = package / "android_demo"
-    return installed if installed.is_dir() else package.parent / "android_demo"
+    """The demo project shipped with gru-edge (in the wheel, or the source tree's android_demo/)."""
+    return shipped_folder("android_demo")
 
 
 def init(folder: Path) -> Path:
@@ -102,7 +99,7 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
     warnings = []
     if installed.split(".")[:2] != pinned.split(".")[:2]:
         warnings.append(f"checked with ai-edge-litert {installed}; the demo pins LiteRT {pinned}")
-    sidecar = load_description(model)  # the model's own, checked against its sidecar when there is one
+    sidecar = load_description(model, info)  # the model's own, checked against its sidecar when there is one
     if sidecar is None:
         raise AndroidError(f"{model.name} carries no gru-edge description (the demo reads its GPU settings, units "
                            "and states from it): convert it with 'gru-edge convert'.")

@@ -88,7 +88,7 @@ def inspect(tflite: str | Path, runtime: str | None = None) -> Inspection:
 
     prediction_for = runtimes.known_runtime(runtime) if runtime else None  # a bad name before the file is read
     info = tflite_model.read(Path(tflite))
-    return Inspection(info, tuple(gpu.check(info)), description.load(Path(tflite)),
+    return Inspection(info, tuple(gpu.check(info)), description.load(Path(tflite), info),
                       runtimes.predict(info, prediction_for) if prediction_for else None)
 
 

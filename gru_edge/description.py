@@ -93,14 +93,15 @@ def _check_names_source(doc: dict, what: str) -> None:
                               "again.")
 
 
-def load(tflite_path: Path) -> dict | None:
+def load(tflite_path: Path, info=None) -> dict | None:
     """What gru-edge knows about ``tflite_path``, as a sidecar document: its sidecar (checked against the file and
     against the description inside it), or else the description inside it; None for a model gru-edge did not
-    describe (converted elsewhere or by an older gru-edge, with no sidecar)."""
+    describe (converted elsewhere or by an older gru-edge, with no sidecar). ``info``: the file as
+    tflite_model.read already gave it, so that it is not parsed twice."""
     from gru_edge import tflite_model
 
     tflite_path = Path(tflite_path)
-    info = tflite_model.read(tflite_path)
+    info = info or tflite_model.read(tflite_path)
     embedded = read_embedded(info.metadata, tflite_path.name)
     path = sidecar_file(tflite_path)
     sidecar = read_json_doc(path, ConversionError, "convert the model again, or delete it (the model describes "

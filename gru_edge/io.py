@@ -58,6 +58,14 @@ def quiet_tensorflow():
         absl.logging.set_verbosity(absl.logging.ERROR)
 
 
+def shipped_folder(name: str) -> Path:
+    """A top-level folder of the repository that the wheel maps into the package (converters/, android_demo/):
+    inside the installed package, else the source tree's."""
+    package = Path(__file__).resolve().parent
+    installed = package / name
+    return installed if installed.is_dir() else package.parent / name
+
+
 def read_json_doc(path: Path, error: type, fix: str):
     """The JSON document in ``path`` (a file that exists); ``error`` naming the file and ``fix`` when it is not
     valid JSON."""

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gru_edge.errors import RecipeError
+from gru_edge.io import shipped_folder
 
 QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8", "int16x8")
 LOWERINGS = ("gru-edge", "keras")  # gru-edge's own graph, or TensorFlow's conversion of the Keras layers
@@ -120,9 +121,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
 
 def shipped_dir() -> Path:
     """Return the folder of shipped recipes: inside the installed package, else the source tree's converters/."""
-    package = Path(__file__).resolve().parent
-    installed = package / "converters"  # the wheel maps converters/ to gru_edge/converters
-    return installed if installed.is_dir() else package.parent / "converters"
+    return shipped_folder("converters")
 
 
 def looser_than_shipped(name: str, tol: Tolerances, whose: str) -> list[str]:

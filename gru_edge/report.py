@@ -56,7 +56,7 @@ class Report:
         return {"report": str(self.path), "figures": list(self.figures), "recipes": [r.to_dict() for r in self.recipes]}
 
 
-def _series(windows, card: dict) -> tuple[np.ndarray, int]:
+def _series(windows) -> tuple[np.ndarray, int]:
     """The target column as the run saw it (raw units), rebuilt from its windows, and the index of the first
     held-out target."""
     train_x, train_y = windows["train_x"], windows["train_y"]
@@ -120,7 +120,7 @@ def write(folder: Path, log=lambda msg: None) -> Report:
     with np.load(folder / "run" / "windows.npz") as z:
         windows = {k: z[k] for k in z.files}
     units = (card.get("task") or {}).get("units") or "data units"
-    series, split = _series(windows, card)
+    series, split = _series(windows)
     heldout = len(windows["test_x"])
     first = windows["test_first_target"].astype(int)
 

@@ -1,4 +1,4 @@
-"""Which runtime runs a ``.tflite``: the three Python runtimes a parity check can use, and what an older runtime
+"""Which runtime runs a ``.tflite``: the Python runtimes a parity check can use, and what an older runtime
 will refuse at load. No TensorFlow unless it is the runtime chosen.
 
 - ``litert``: ai-edge-litert (the default; the runtime gru-edge installs).
@@ -17,16 +17,27 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gru_edge.errors import GruEdgeError
 
-RUNTIMES = {  # name -> (module, then the attribute path of its Interpreter class; what to install)
-    "litert": ("ai_edge_litert.interpreter", "pip install ai-edge-litert"),
-    "tflite-runtime": ("tflite_runtime.interpreter",
-                       "pip install tflite-runtime==2.14.0 'numpy<2' (in an environment of its own: it cannot "
-                       "import with numpy 2)"),
-    "tensorflow": ("tensorflow.lite.python.interpreter", "pip install tensorflow-cpu"),
-    "litert-compiled": ("ai_edge_litert.interpreter", "pip install ai-edge-litert"),  # + CompiledModel (gpu.py)
+class Runtime(NamedTuple):
+    module: str  # holds its Interpreter class
+    dists: tuple[str, ...]  # the packages it comes from (the first installed one names its version)
+    install: str
+    api: str = "Interpreter"
+
+
+_LITERT = ("ai_edge_litert.interpreter", ("ai-edge-litert",), "pip install ai-edge-litert")
+RUNTIMES = {
+    "litert": Runtime(*_LITERT),
+    "tflite-runtime": Runtime("tflite_runtime.interpreter", ("tflite-runtime",),
+                              "pip install tflite-runtime==2.14.0 'numpy<2' (in an environment of its own: it "
+                              "cannot import with numpy 2)"),
+    "tensorflow": Runtime("tensorflow.lite.python.interpreter", ("tensorflow", "tensorflow-cpu"),
+                          "pip install tensorflow-cpu"),
+    # its Interpreter reads the signatures; gpu.run_compiled runs it
+    "litert-compiled": Runtime(*_LITERT, api="CompiledModel (CPU, XNNPACK weight cache)"),
 }
 
 
@@ -40,35 +51,31 @@ def check_installed(name: str) -> None:
 
     if name not in RUNTIMES:
         raise GruEdgeError(f"Unknown runtime '{name}': choose one of {', '.join(RUNTIMES)}.")
-    top = RUNTIMES[name][0].split(".")[0]
-    if find_spec(top) is None:
-        raise RuntimeMissing(f"The {name} runtime is not installed here: {RUNTIMES[name][1]}.")
+    if find_spec(RUNTIMES[name].module.split(".")[0]) is None:
+        raise RuntimeMissing(f"The {name} runtime is not installed here: {RUNTIMES[name].install}.")
 
 
 def interpreter_class(name: str):
     """The ``Interpreter`` class of runtime ``name``, imported only now; RuntimeMissing naming what to install."""
     check_installed(name)
-    module, install = RUNTIMES[name]
     try:
-        return importlib.import_module(module).Interpreter
+        return importlib.import_module(RUNTIMES[name].module).Interpreter
     except ImportError as e:  # tflite-runtime 2.14 under numpy 2 raises ImportError too
         raise RuntimeMissing(f"The {name} runtime cannot be imported here ({str(e).splitlines()[0][:120]}): "
-                             f"{install}.") from None
+                             f"{RUNTIMES[name].install}.") from None
 
 
 def describe(name: str) -> str:
     """"ai-edge-litert 2.3.0 Interpreter": the package and version that runtime ``name`` runs from."""
     from importlib.metadata import PackageNotFoundError, version
 
-    dists = {"litert": ("ai-edge-litert",), "tflite-runtime": ("tflite-runtime",),
-             "tensorflow": ("tensorflow", "tensorflow-cpu"), "litert-compiled": ("ai-edge-litert",)}[name]
-    api = "CompiledModel (CPU, XNNPACK weight cache)" if name == "litert-compiled" else "Interpreter"
-    for dist in dists:
+    runtime = RUNTIMES[name]
+    for dist in runtime.dists:
         try:
-            return f"{dist} {version(dist)} {api}"
+            return f"{dist} {version(dist)} {runtime.api}"
         except PackageNotFoundError:
             continue
-    return f"{dists[0]} {api}"
+    return f"{runtime.dists[0]} {runtime.api}"
 
 
 # ---- what an older runtime refuses ------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
     if keras_path is not None and not keras_path.is_file():
         raise ParityError(f"Model file not found: {keras_path}.")
     info = tflite_model.read(tflite_path)
-    sidecar = load_sidecar(tflite_path)
+    sidecar = load_sidecar(tflite_path, info)
     tol, recipe, source, notes = tolerances_for(tflite_path, sidecar, recipe_name)
     with outputs.staged(bundle_dir, outputs.BUNDLE) if bundle_dir is not None else nullcontext() as stage:
         keras_model = keras_model or runs.load_model(keras_path)
