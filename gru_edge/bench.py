@@ -22,6 +22,7 @@ import numpy as np
 from gru_edge import conversion as convert_mod, recipes, tflite_model
 from gru_edge.errors import ConversionError
 from gru_edge.io import native_stderr, quiet_tensorflow
+from gru_edge.names import SERVE, STEP
 
 PLAIN = {  # TensorFlow's own conversion of the Keras layers, for comparison
     "plain-while-float32": ("float32", False),
@@ -154,7 +155,7 @@ def _probe(shape) -> np.ndarray:
     return np.random.default_rng(0).random(shape).astype(np.float32)
 
 
-def _interpreter_call(path: Path, threads: int, signature: str = "serving_default"):
+def _interpreter_call(path: Path, threads: int, signature: str = SERVE):
     from ai_edge_litert.interpreter import Interpreter
 
     with native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
@@ -177,8 +178,8 @@ def _compiled_call(path: Path, threads: int):
                        cpu_options=CpuOptions(num_threads=threads, xnnpack_weight_cache_path=XNNPACK_IN_MEMORY_CACHE))
         model = CompiledModel.from_file(str(path), options=opts)
         ins, outs = model.create_input_buffers(0), model.create_output_buffers(0)
-        for name, buf in zip(model.get_signature_list()["serving_default"]["inputs"], ins):
-            shape = model.get_input_tensor_details("serving_default")[name]["shape"]
+        for name, buf in zip(model.get_signature_list()[SERVE]["inputs"], ins):
+            shape = model.get_input_tensor_details(SERVE)[name]["shape"]
             buf.write(_probe(int(np.prod(shape))))
         model.run_by_index(0, ins, outs)  # builds the cache
     return lambda: model.run_by_index(0, ins, outs)
@@ -227,9 +228,9 @@ def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int 
             rows.append(BenchRow(f"gru-edge {m.recipe}", q, m.size_bytes, m.weight_bytes, None, None))
             _timers_for(rows[-1].name, m.path, threads, timers)
         stream = next((m for m in ours.models if m.recipe == streaming.name), None)
-        if stream and any(s.key == "step" for s in tflite_model.read(stream.path).signatures):  # chains only
+        if stream and any(s.key == STEP for s in tflite_model.read(stream.path).signatures):  # chains only
             timers["stream-full"] = _interpreter_call(stream.path, threads)
-            timers["stream-step"] = _interpreter_call(stream.path, threads, "step")
+            timers["stream-step"] = _interpreter_call(stream.path, threads, STEP)
 
         for name in PLAIN:
             q = PLAIN[name][0]

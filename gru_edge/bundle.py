@@ -21,6 +21,7 @@ import numpy as np
 from gru_edge import __version__, outputs
 from gru_edge.errors import ParityError
 from gru_edge.io import sha256_file
+from gru_edge.names import SERVE
 from gru_edge.recipes import Tolerances, finite
 
 FORMAT = "gru-edge-parity/1"
@@ -262,7 +263,7 @@ def parse_manifest(raw: bytes) -> tuple[dict, Tolerances]:
     if not isinstance(model.get("sha256"), str) or not SHA256.fullmatch(model["sha256"]):
         raise ParityError("manifest.json: 'model.sha256' must be 64 lowercase hexadecimal digits.")
     m.text(model, "recipe")
-    model.setdefault("signature", "serving_default")
+    model.setdefault("signature", SERVE)
     m.text(model, "signature")
     if model.get("gpu") is not None:
         gpu = m.obj(model["gpu"], "model.gpu")

@@ -304,28 +304,17 @@ def verify(models, bundle, bundle_model, recipe, out_dir, accelerator, runtime, 
         if accelerator == "gpu" and out_dir:
             raise click.UsageError("-o writes a bundle from the CPU run; run --accelerator gpu without -o.")
         result = run_verify(models[0], models[1], out_dir, recipe, accelerator, samples=samples, targets=targets,
-                            runtime=runtime)
+                            runtime=runtime, explain=explain, log=log)
         report, doc = result.report, result.to_dict()
         header = f"{models[1]} vs {models[0]} (recipe {result.recipe}; {result.samples.source})"
         if result.bundle:
             header += f"\nbundle: {result.bundle}"
-        if explain:
-            from gru_edge.conversion import explain as rank_ops
-            from gru_edge.description import load as load_sidecar
-            from gru_edge.recipes import Recipe
-
-            sidecar = load_sidecar(models[1])
-            if sidecar is None:
-                raise click.UsageError("--explain needs a model converted by gru-edge (its description names the "
-                                       "recipe).")
-            log("ranking the quantized ops with TensorFlow's quantization debugger (child process)")
-            doc["explain"] = rank_ops(models[0], Recipe.from_dict(sidecar["recipe"]))
     if as_json:
         _emit_json(doc, 0 if report.passed else 1)
     else:
         click.echo(text.parity_report(report, header))
-        if doc.get("explain"):
-            click.echo(text.ranked_ops(doc["explain"]))
+        if explain:
+            click.echo(text.explanation(result.explanation))
     sys.exit(0 if report.passed else 1)
 
 
@@ -463,16 +452,7 @@ def quickstart(out_dir, epochs, seed, as_json, log):
     if as_json:
         _emit_json(result.to_dict(), 0 if result.passed else 1)
     else:
-        m = result.train.card["metrics"]
-        click.echo(f"airline GRU: held-out RMSE {m['heldout_rmse']:.2f} vs seasonal-naive "
-                   f"{m['seasonal_naive_rmse']:.2f} and naive {m['naive_rmse']:.2f} {m['units']} (last 24 months)\n")
-        click.echo(text.table(["recipe", "size", "max abs error", "PSNR", "RMSE delta", "parity"],
-                              [[r.recipe, f"{r.size_bytes / 1024:.1f} KiB", text.err(r.max_abs_error),
-                                text.psnr(r.psnr_db), text.delta(r.task_delta), "PASS" if r.passed else "FAIL"]
-                               for r in result.rows]))
-        click.echo(f"\nrun:     {result.train.run_dir}\nmodels:  {out_dir / 'models'}\n"
-                   f"bundles: {out_dir / 'bundles'}\nsummary: {out_dir / 'summary.json'}\n"
-                   f"report:  {out_dir / 'report.html'}\ntook {result.seconds:.0f} s")
+        click.echo(text.quickstart_summary(result.to_dict()))
     sys.exit(0 if result.passed else 1)
 
 

@@ -17,7 +17,8 @@ from gru_edge.compact import compact
 from gru_edge.description import SIDECAR_FORMAT, embed, sidecar_file
 from gru_edge.step_ranges import share_step_ranges
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError, ParityError
-from gru_edge.io import child_command, read_json_doc, sha256_file, signal_name
+from gru_edge.io import child_command, sha256_file, signal_name
+from gru_edge.names import SERVE, STEP
 from gru_edge.runs import WINDOWS, load_card, windows_file
 from gru_edge.recipes import Recipe
 
@@ -168,9 +169,9 @@ def _source(model, scratch: str) -> tuple[Path, dict]:
 
 
 def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, windows: Path | None, scratch: str,
-                explain: bool = False, windows_source: str | None = None) -> subprocess.CompletedProcess:
+                windows_source: str | None = None) -> subprocess.CompletedProcess:
     request = Path(scratch) / "request.json"
-    request.write_text(json.dumps({"model": str(Path(model_path).resolve()), "scratch": scratch, "explain": explain,
+    request.write_text(json.dumps({"model": str(Path(model_path).resolve()), "scratch": scratch,
                                    "windows_source": windows_source,
                                    "windows": str(Path(windows).resolve()) if windows else None,
                                    "input_range": [card["input_range"]["min"], card["input_range"]["max"]]
@@ -178,29 +179,6 @@ def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, windo
                                    "recipes": [r.to_dict() for r in chosen]}))
     return subprocess.run(child_command("gru_edge.convert_worker", request), cwd=scratch, capture_output=True,
                           text=True)
-
-
-def explain(model_path: Path, recipe: Recipe) -> list[dict]:
-    """Rank the quantized ops of ``recipe``'s graph by their error against float (TensorFlow's debugger), worst
-    first."""
-    if recipe.quantization != "int8":
-        raise ConversionError(f"--explain ranks the ops of full-integer int8 models; recipe '{recipe.name}' is "
-                              f"{recipe.quantization} (TensorFlow's quantization debugger handles int8 only).")
-    card = load_card(model_path)
-    if card is None:
-        raise ConversionError(f"--explain needs the training card and {WINDOWS} beside {Path(model_path).name} "
-                              "(calibration and debug data).")
-    with tempfile.TemporaryDirectory(prefix="gru-edge-explain-") as scratch:
-        proc = _run_worker(model_path, [recipe], card, windows_file(model_path, card), scratch, explain=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event["event"] == "explain":
-                return event["ops"]
-            if event["event"] == "error":
-                raise ConversionError(event["message"])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    raise ConversionError(f"The quantization debugger exited with status {proc.returncode}: {tail[:300]}")
 
 
 def _read_events(proc: subprocess.CompletedProcess,
@@ -266,7 +244,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
     if info.nonfinite_scales:
         raise ConversionError(f"Recipe '{recipe.name}': {info.nonfinite_scales} tensors got NaN or infinite "
                               "quantization scales (calibration met non-finite values); use a float recipe.")
-    sig = info.signature("serving_default")
+    sig = info.signature(SERVE)
     target = model_file(out_dir, recipe.name)
     sidecar = {
         "format": SIDECAR_FORMAT,
@@ -275,7 +253,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
         "source_model": source,
         "signature": sig.to_dict(),
         "signatures": [s.key for s in info.signatures],
-        "step_signature": info.signature("step").to_dict() if any(s.key == "step" for s in info.signatures)
+        "step_signature": info.signature(STEP).to_dict() if any(s.key == STEP for s in info.signatures)
         else None,
         "gpu": recipe.to_dict()["gpu"],
         "framing": card["framing"] if card else None,  # inside the model: raw units in and out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import arrays, data, graph, lowering, runs
+from gru_edge import arrays, data, graph, lowering, names, runs
 from gru_edge.errors import ConversionError, GruEdgeError
 from gru_edge.io import quiet_tensorflow
 from gru_edge.recipes import Recipe
@@ -159,8 +159,8 @@ def _feed(tf, conv, lowered, recipe: Recipe, cal: np.ndarray, step) -> None:
 
     def representative():
         for chunk in chunks:
-            yield (lowering.SERVE, {lowered.input_name: chunk}) if steps else [chunk]
-        yield from ((lowering.STEP, feed) for feed in steps)
+            yield (names.SERVE, {lowered.input_name: chunk}) if steps else [chunk]
+        yield from ((names.STEP, feed) for feed in steps)
 
     conv.representative_dataset = representative
 
@@ -185,10 +185,10 @@ def _step_samples(tf, lowered, step, chunks: list[np.ndarray]) -> list[dict]:
     for chunk in chunks:
         states = {s.name: np.zeros(s.shape, np.float32) for s in specs}
         for t in range(lowered.time_steps):
-            feed = {"frame": chunk[:, t], **states}
+            feed = {names.FRAME: chunk[:, t], **states}
             feeds.append(feed)
-            out = step(tf.constant(feed["frame"]), *[tf.constant(states[s.name]) for s in specs])
-            states = {n: out[f"{n}_out"].numpy() for n in states}
+            out = step(tf.constant(feed[names.FRAME]), *[tf.constant(states[s.name]) for s in specs])
+            states = {n: out[names.state_out(n)].numpy() for n in states}
     return feeds
 
 
@@ -214,7 +214,7 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         # A streaming int8 model calibrates its `step` graph too (else it stays float, with a float copy of every
         # weight). int16x8 cannot stream (the recipe check refuses it): calibrating both signatures breaks the
         # converter's int16x8 output (R2: PSNR 12 dB on the full sequence), and without it the converter stops.
-        _feed(tf, conv, lowered, recipe, cal, functions.get(lowering.STEP))
+        _feed(tf, conv, lowered, recipe, cal, functions.get(names.STEP))
         conv.inference_input_type = tf.float32
         conv.inference_output_type = tf.float32
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if q == "int8" else
@@ -223,13 +223,12 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         if q == "int16x8" and lowered.framing is not None and lowered.framing.lag:
             payload, wide, drift = _int16_headroom(tf, conv, keras_model, lowered, recipe, cal)
             return payload, {"calibration_samples": wide, "level_margin": drift}
-        if q != "int8" or lowered.framing is None:
-            return (_selective(tf, conv, cal, recipe.float_fallback, []) if recipe.float_fallback > 0
-                    else conv.convert()), {"calibration_samples": n_cal}
+        if q != "int8" or (lowered.framing is None and recipe.float_fallback == 0):
+            return conv.convert(), {"calibration_samples": n_cal}
         calibrated = _calibrated(conv)  # once: it names the raw ops, and is what the quantizer quantizes
-        raw = _raw_nodes(calibrated)
+        raw = _raw_nodes(calibrated) if lowered.framing else []
         if recipe.float_fallback > 0:
-            return _selective(tf, conv, cal, recipe.float_fallback, raw), {"calibration_samples": n_cal}
+            return _selective(tf, conv, calibrated, cal, recipe.float_fallback, raw), {"calibration_samples": n_cal}
         return _quantize_except(conv, calibrated, raw), {"calibration_samples": n_cal}
     except GruEdgeError:
         raise
@@ -244,20 +243,17 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         raise ConversionError(f"Recipe '{recipe.name}': the TFLite converter failed: {first[:300]}") from None
 
 
-def _debugger(tf, conv, windows: np.ndarray, denylist: list[str] | None = None):
-    """TensorFlow's quantization debugger over the converter; it compares each quantized op with float."""
-    data = lambda: ([windows[i: i + 1].astype(np.float32)] for i in range(len(windows)))  # noqa: E731
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist) if denylist else None
-    return tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data, debug_options=options)
-
-
-def op_errors(tf, conv, windows: np.ndarray, raw: list[str] | None = None) -> list[dict]:
+def op_errors(tf, conv, calibrated: bytes, windows: np.ndarray, raw: list[str] | None = None) -> list[dict]:
     """Every quantized op with its error against float, worst first (rmse / scale: error in quantization steps);
-    ``raw``: ops kept in float anyway."""
+    ``raw``: ops kept in float anyway. TensorFlow's quantization debugger runs a copy of the quantized model whose
+    ops each compare their output with float; it is quantized here from the ``calibrated`` model the caller already
+    has (the debugger would calibrate the model again)."""
     import csv
     import io
 
-    debugger = _debugger(tf, conv, windows, raw or None)
+    debug_model = _quantize_except(conv, calibrated, raw or [], numeric_verify=True)
+    data = lambda: ([windows[i: i + 1].astype(np.float32)] for i in range(len(windows)))  # noqa: E731
+    debugger = tf.lite.experimental.QuantizationDebugger(quant_debug_model_content=debug_model, debug_dataset=data)
     debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
@@ -271,15 +267,42 @@ def op_errors(tf, conv, windows: np.ndarray, raw: list[str] | None = None) -> li
     return sorted(rows, key=lambda r: (-r["rmse_over_scale"], r["tensor"]))
 
 
-def _selective(tf, conv, windows: np.ndarray, share: float, raw: list[str]) -> bytes:
+def _selective(tf, conv, calibrated: bytes, windows: np.ndarray, share: float, raw: list[str]) -> bytes:
     """Keep the ``share`` of quantized ops with the largest error in float (and the ``raw`` ones); quantize the
     rest."""
-    ranked = op_errors(tf, conv, windows, raw)
+    ranked = op_errors(tf, conv, calibrated, windows, raw)
     keep = [r["tensor"] for r in ranked[: max(1, round(share * len(ranked)))]]
-    return _debugger(tf, conv, windows, keep + raw).get_nondebug_quantized_model()
+    return _quantize_except(conv, calibrated, keep + raw)
 
 
-_RAW_NAME = re.compile(rf"(^|;){lowering.RAW}(_\d+)?/")
+_RAW_NAME = re.compile(rf"(^|;){names.RAW}(_\d+)?/")
+
+
+def explain_rows(tf, keras_model, lowered, recipe: Recipe, train_x, input_range) -> list[dict]:
+    """``verify --explain``: op_errors of the int8 graph, calibrated as convert calibrates it."""
+    conv, _ = _converter(tf, keras_model, lowered, recipe)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    cal = _calibration(recipe, train_x, input_range, lag=lowered.framing.lag if lowered.framing else 0)
+    conv.representative_dataset = lambda: ([cal[i: i + 1]] for i in range(len(cal)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.float32
+    calibrated = _calibrated(conv)
+    return op_errors(tf, conv, calibrated, cal, _raw_nodes(calibrated) if lowered.framing else None)
+
+
+def scope_layers(keras_model, lowered) -> dict[str, str]:
+    """Name scope -> layer name for every layer an op of the converted graph may be named after (gru_edge.names):
+    the Keras layers, and the GRU cells and Dense heads the lowering names (a Bidirectional's two directions as
+    LAYER.forward and LAYER.backward)."""
+    if lowered.form == "chain":
+        specs = lowered.layers
+        raw_out = lowered.framing is not None and lowered.framing.target
+        output = names.RAW if raw_out else names.scope(specs[-1].name, "head")
+    else:
+        specs = [s for v in lowered.specs.values() for s in (v if isinstance(v, tuple) else (v,))]
+        output = names.scope_layer(keras_model.outputs[0]._keras_history[0].name)
+    return {names.scope_layer(n): n for n in [layer.name for layer in graph.all_layers(keras_model)]
+            + [s.name for s in specs]} | {names.OUTPUT: output}
 
 
 def _calibrated(conv) -> bytes:
@@ -292,7 +315,7 @@ def _calibrated(conv) -> bytes:
 
 
 def _raw_nodes(calibrated: bytes) -> list[str]:
-    """The output tensors of the ops that compute on raw values or their log (lowering.RAW), and of the ops that
+    """The output tensors of the ops that compute on raw values or their log (names.RAW), and of the ops that
     return the forecast in the data's units: int8 keeps them in float, so that a series that drifts beyond its
     training range is not clipped. Read from the calibrated float model, every signature's subgraph."""
     from ai_edge_litert import schema_py_generated as schema
@@ -308,13 +331,13 @@ def _raw_nodes(calibrated: bytes) -> list[str]:
     return names
 
 
-def _quantize_except(conv, calibrated: bytes, nodes: list[str]) -> bytes:
+def _quantize_except(conv, calibrated: bytes, nodes: list[str], numeric_verify: bool = False) -> bytes:
     """The second half of the converter's int8 quantization (TensorFlow's MLIR quantizer), with ``nodes`` left in
-    float."""
+    float; ``numeric_verify``: the debugger's copy, each quantized op followed by its comparison with float."""
     from tensorflow.lite.python import convert
 
     return convert.mlir_quantize(calibrated, disable_per_channel=conv._experimental_disable_per_channel,
-                                 denylisted_nodes=nodes)
+                                 enable_numeric_verify=numeric_verify, denylisted_nodes=nodes or None)
 
 
 def main(request_path: str) -> int:
@@ -341,16 +364,6 @@ def main(request_path: str) -> int:
         return 3
     _emit(event="model", form="graph" if isinstance(lowered, graph.GraphModel) else "chain",
           weights_sha256=runs.fingerprint(original), notes=[policy_note] if policy_note else [])
-    if req.get("explain"):
-        recipe = Recipe.from_dict(req["recipes"][0])
-        conv, _ = _converter(tf, keras_model, lowered, recipe)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        cal = _calibration(recipe, train_x, input_range, lag=lowered.framing.lag if lowered.framing else 0)
-        conv.representative_dataset = lambda: ([cal[i: i + 1]] for i in range(len(cal)))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = tf.float32
-        _emit(event="explain", ops=op_errors(tf, conv, cal, _raw_nodes(_calibrated(conv)) if lowered.framing else None))
-        return 0
     failed = False
     for raw in req["recipes"]:
         recipe = Recipe.from_dict(raw)

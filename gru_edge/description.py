@@ -19,6 +19,7 @@ import numpy as np
 
 from gru_edge.errors import ConversionError
 from gru_edge.io import read_json_doc, sha256_file
+from gru_edge.names import SERVE
 
 SIDECAR_FORMAT = "gru-edge-sidecar/2"  # /2: names the .tflite's sha256
 EMBEDDED = "gru_edge"  # the flatbuffer metadata entry
@@ -191,7 +192,7 @@ def _support_metadata(model, doc: dict) -> bytes:
         return vector(made)
 
     ins, outs = tensors(sg.inputs, True), tensors(sg.outputs, False)
-    sg_name = b.CreateString("serving_default")
+    sg_name = b.CreateString(SERVE)
     sub = table([(0, sg_name), (2, ins), (3, outs)])
     subs = vector([sub])
     source = doc.get("source_model") or {}

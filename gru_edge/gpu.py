@@ -15,6 +15,7 @@ import numpy as np
 
 from gru_edge.errors import GpuUnavailable
 from gru_edge.io import native_stderr
+from gru_edge.names import SERVE, STEP
 from gru_edge.runtime import in_batches, run_steps
 from gru_edge.tflite_model import OpUse, TfliteModel
 
@@ -191,12 +192,12 @@ def run_compiled(model_path: Path, inputs: np.ndarray, precision: str = "fp16", 
 
 def _run(model, inputs: np.ndarray) -> GpuRun:
     sigs = model.get_signature_list()
-    key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
+    key = SERVE if SERVE in sigs else next(iter(sigs))
     run, (name, detail) = _signature(model, key), next(iter(model.get_input_tensor_details(key).items()))
     outputs = in_batches(inputs, detail["shape"][0], lambda chunk: run({name: chunk}))
     stepped = None
-    if "step" in sigs:
-        stepped = run_steps(_signature(model, "step"), model.get_input_tensor_details("step"), inputs)
+    if STEP in sigs:
+        stepped = run_steps(_signature(model, STEP), model.get_input_tensor_details(STEP), inputs)
     return GpuRun(True, "", bool(model.is_fully_accelerated()), outputs, stepped)
 
 

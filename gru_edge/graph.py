@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gru_edge import lowering
+from gru_edge import lowering, names
 from gru_edge.errors import ConversionError, ModelError
 from gru_edge.lowering import GruSpec
 
@@ -130,7 +130,8 @@ def read_graph(model) -> GraphModel:
         kind = type(layer).__name__
         _refuse(layer, kind)
         if kind == "Bidirectional":
-            specs[id(layer)] = (gru_spec(layer.forward_layer, layer.name), gru_spec(layer.backward_layer, layer.name))
+            specs[id(layer)] = (gru_spec(layer.forward_layer, f"{layer.name}.forward"),
+                                gru_spec(layer.backward_layer, f"{layer.name}.backward"))
         elif kind in ("GRU", "RNN"):
             specs[id(layer)] = gru_spec(layer, layer.name)
     _refuse_masks(model)  # after the layers: a Masking layer is named as the cause of the masks it makes
@@ -204,6 +205,15 @@ def build_function(gm: GraphModel, batch_size: int, integer: bool = False) -> di
              else lowering.Cell(tf, v, acts, integer) for key, v in gm.specs.items()}
 
     def operation(op):
+        call = _operation(op)
+
+        def named(*args, **kwargs):  # its ops in the layer's name scope (verify --explain names them by it)
+            with tf.name_scope(names.scope_layer(op.name)):
+                return call(*args, **kwargs)
+
+        return named
+
+    def _operation(op):
         kind = type(op).__name__
         if _is_model(op):
             return lambda *args, **kwargs: _run(op, args[0])
@@ -225,8 +235,8 @@ def build_function(gm: GraphModel, batch_size: int, integer: bool = False) -> di
         x = sequence if gm.input_dtype == "float32" else tf.cast(sequence, gm.input_dtype)
         return {gm.output_name: _run(gm.model, x)}
 
-    forward.__name__ = lowering.SERVE
-    return {lowering.SERVE: tf.function(forward, autograph=False, input_signature=[
+    forward.__name__ = names.SERVE
+    return {names.SERVE: tf.function(forward, autograph=False, input_signature=[
         tf.TensorSpec([b, *gm.input_shape], tf.float32, name=gm.input_name)])}
 
 
@@ -252,7 +262,7 @@ def _gru(tf, cell, seq, initial_state, b: int, flip: bool = False):
     h0 = _first(initial_state)
     outs, h = lowering.run_gru(tf, cell, seq, None if h0 is None else tf.reshape(h0, [b, 1, cell.u]))
     last = tf.reshape(h, [b, cell.u])
-    y = lowering.concat_steps(tf, outs[::-1] if flip else outs) if cell.spec.return_sequences else last
+    y = lowering.join_steps(tf, cell, outs[::-1] if flip else outs) if cell.spec.return_sequences else last
     return [y, last] if cell.spec.return_state else y
 
 

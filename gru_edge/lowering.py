@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from gru_edge.errors import ModelError
-from gru_edge import raw_ops
+from gru_edge import names, raw_ops
 from gru_edge.framing import Framing
-from gru_edge.raw_ops import COUNT, RAW, RING
+from gru_edge.names import COUNT, FRAME, RAW, RING, SERVE, STEP
 
 _GRU_ACTIVATIONS = {"tanh", "sigmoid", "hard_sigmoid", "relu", "linear"}
 _DENSE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax"}
-SERVE, STEP = "serving_default", "step"
 PASS_THROUGH = ("InputLayer", "Dropout")  # no computation at inference
 SUPPORTED_LAYERS = (*PASS_THROUGH, "Frame", "GRU", "Dense", "Unframe")  # Frame, Unframe: gru_edge.framing
 FAN = 4  # most outputs of one SPLIT, inputs of one CONCATENATION (see the module docstring)
@@ -90,7 +89,7 @@ class LoweredModel:
         return [s for s in self.layers if isinstance(s, GruSpec)]
 
     def state_names(self) -> list[str]:
-        return [f"state_{i}" for i in range(len(self.grus))]
+        return [names.state_name(i) for i in range(len(self.grus))]
 
 
 def read_model(model) -> LoweredModel:
@@ -143,7 +142,7 @@ def gru_spec(layer, cfg: dict, name: str) -> GruSpec:
     else:
         bias = np.zeros((2, 3 * units) if cfg["reset_after"] else 3 * units, np.float32)
     bias_in, bias_rec = (bias[0], bias[1]) if cfg["reset_after"] else (bias, np.zeros(3 * units, np.float32))
-    return GruSpec(layer.name, units, np.asarray(weights[0], np.float32), np.asarray(weights[1], np.float32),
+    return GruSpec(name, units, np.asarray(weights[0], np.float32), np.asarray(weights[1], np.float32),
                    bias_in, bias_rec, cfg["reset_after"], cfg["return_sequences"], cfg["go_backwards"],
                    cfg["activation"], cfg["recurrent_activation"])
 
@@ -187,27 +186,49 @@ class Cell:
         self.rec = [tf.constant(spec.recurrent[:, g]) for g in gates]
         self.rec_bias_h = tf.constant(spec.bias_rec[gates[1]])
 
+    def scope(self, tf, gate: str, t: int | None = None):
+        """The name scope that tells ``verify --explain`` this layer, gate and time step (gru_edge.names)."""
+        return tf.name_scope(names.scope(self.spec.name, gate, t))
+
     def project(self, tf, seq):
         """Input projections ((z, r), h) for every step at once: [B, T, 2U] and [B, T, U]."""
-        return tuple(tf.matmul(seq, k) + b for k, b in zip(self.kernel, self.bias))
+        out = []
+        for k, b, gate in zip(self.kernel, self.bias, ("update+reset", "candidate")):
+            with self.scope(tf, gate):
+                out.append(tf.matmul(seq, k) + b)
+        return tuple(out)
 
-    def step(self, tf, x, h):
-        """Return the new state [B, 1, U] from this step's projections ((z, r), h) and the state (None: zeros)."""
+    def step(self, tf, x, h, t: int | None = None):
+        """Return the new state [B, 1, U] from this step's projections ((z, r), h) and the state (None: zeros);
+        ``t``: the input time index the step reads (names its ops)."""
         xzr, xh = x
-        z, r = tf.split(self.ract(xzr if h is None else xzr + tf.matmul(h, self.rec[0])), 2, axis=-1)
+        with self.scope(tf, "update+reset", t):
+            z, r = tf.split(self.ract(xzr if h is None else xzr + tf.matmul(h, self.rec[0])), 2, axis=-1)
         if h is None:
-            cand = self.act(xh + r * self.rec_bias_h) if self.spec.reset_after else self.act(xh)
-            return cand - z * cand  # (1 - z) * cand + z * 0
-        if self.spec.reset_after and self.integer:
-            # Integer models re-quantize a fused bias for every step (its scale follows the step's input scale):
-            # 48 int64 copies with per-channel scales on R2 in int16x8. r * b_h is one constant for all steps.
-            cand = self.act(xh + r * tf.matmul(h, self.rec[1]) + r * self.rec_bias_h)
-        elif self.spec.reset_after:
-            cand = self.act(xh + r * (tf.matmul(h, self.rec[1]) + self.rec_bias_h))
+            if self.spec.reset_after:
+                with self.scope(tf, "reset", t):
+                    xh = xh + r * self.rec_bias_h
+            with self.scope(tf, "candidate", t):
+                cand = self.act(xh)
+            with self.scope(tf, "update", t):
+                return cand - z * cand  # (1 - z) * cand + z * 0
+        if self.spec.reset_after:
+            with self.scope(tf, "candidate", t):
+                hh = tf.matmul(h, self.rec[1])
+            with self.scope(tf, "reset", t):
+                # Integer models re-quantize a fused bias for every step (its scale follows the step's input
+                # scale): 48 int64 copies with per-channel scales on R2 in int16x8. r * b_h is one constant for all
+                # steps.
+                rh = (r * hh, r * self.rec_bias_h) if self.integer else (r * (hh + self.rec_bias_h),)
+            with self.scope(tf, "candidate", t):
+                cand = self.act(xh + rh[0] + rh[1]) if self.integer else self.act(xh + rh[0])
         else:
-            cand = self.act(xh + tf.matmul(r * h, self.rec[1]))
-        # z*h + (1-z)*cand written as cand + z*(h - cand): one op fewer per step.
-        return cand + z * (h - cand)
+            with self.scope(tf, "reset", t):
+                rh = r * h
+            with self.scope(tf, "candidate", t):
+                cand = self.act(xh + tf.matmul(rh, self.rec[1]))
+        with self.scope(tf, "update", t):  # z*h + (1-z)*cand written as cand + z*(h - cand): one op fewer per step
+            return cand + z * (h - cand)
 
 
 @functools.cache
@@ -251,14 +272,22 @@ def activations(tf) -> dict:
 def run_gru(tf, cell: Cell, x, h0=None) -> tuple[list, object]:
     """Run one GRU layer over ``x`` [B, T, F] from the state ``h0`` [B, 1, U] (None: zeros): the states [B, 1, U]
     in the order the layer computes them (reversed in time for go_backwards, as Keras returns them), and the last."""
-    steps = list(zip(*[split_steps(tf, p, int(x.shape[1])) for p in cell.project(tf, x)]))
+    projections = cell.project(tf, x)
+    with cell.scope(tf, "steps"):
+        steps = list(enumerate(zip(*[split_steps(tf, p, int(x.shape[1])) for p in projections])))
     if cell.spec.go_backwards:
         steps = steps[::-1]
     h, outs = h0, []
-    for xs in steps:
-        h = cell.step(tf, xs, h)
+    for t, xs in steps:
+        h = cell.step(tf, xs, h, t)
         outs.append(h)
     return outs, h
+
+
+def join_steps(tf, cell: Cell, outs: list):
+    """A GRU layer's returned sequence: its states joined in time (concat_steps)."""
+    with cell.scope(tf, "steps"):
+        return concat_steps(tf, outs)
 
 
 def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = False, integer: bool = False) -> dict:
@@ -272,13 +301,14 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
     b, f = batch_size, lowered.features
     fr = lowered.framing
     cells = [Cell(tf, s, acts, integer) if isinstance(s, GruSpec) else None for s in lowered.layers]
-    dense = [(tf.constant(s.kernel), tf.constant(s.bias), acts[s.activation])
+    dense = [(s.name, tf.constant(s.kernel), tf.constant(s.bias), acts[s.activation])
              for s in lowered.layers if isinstance(s, DenseSpec)]
 
     def head(h):
         x = tf.reshape(h, [b, h.shape[-1]])
-        for kernel, bias, act in dense:
-            x = act(tf.matmul(x, kernel) + bias)
+        for name, kernel, bias, act in dense:
+            with tf.name_scope(names.scope(name, "head")):
+                x = act(tf.matmul(x, kernel) + bias)
         return x
 
     def forward(sequence):
@@ -286,7 +316,7 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
         x = sequence if fr is None else raw_ops.frame(tf, fr, lx)
         for cell in [c for c in cells if c is not None]:
             outs, h = run_gru(tf, cell, x)
-            x = concat_steps(tf, outs) if cell.spec.return_sequences else h
+            x = join_steps(tf, cell, outs) if cell.spec.return_sequences else h
         out = head(x)
         if fr is not None and fr.target:
             with tf.name_scope(RAW):
@@ -303,7 +333,7 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
         if backwards:
             raise ModelError(f"Streaming needs every GRU to run forwards; layer(s) {', '.join(backwards)} use "
                              "go_backwards=True. Turn streaming off in the recipe.")
-        names = lowered.state_names()
+        state_names = lowered.state_names()
         lag = fr.lag if fr is not None else 0
 
         def step(frame, *states):
@@ -312,7 +342,7 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
                 x = tf.reshape(frame, [b, 1, f])
             else:
                 x, gate, last, new = raw_ops.frame_step(tf, fr, frame, states[len(grus):], b)
-            for name, cell, state in zip(names, grus, states):
+            for name, cell, state in zip(state_names, grus, states):
                 h = tf.reshape(state, [b, 1, cell.u])
                 x = cell.step(tf, cell.project(tf, x), h)
                 if gate is not None:  # the first ``lag`` frames only fill the ring: the state stays
@@ -321,11 +351,11 @@ def build_functions(lowered: LoweredModel, batch_size: int, streaming: bool = Fa
             out = head(x)
             if fr is not None and fr.target:
                 out = raw_ops.unframe(tf, fr, out, last)
-            return {lowered.output_name: out, **{f"{k}_out": v for k, v in new.items()}}
+            return {lowered.output_name: out, **{names.state_out(k): v for k, v in new.items()}}
 
         ring = [(RING, [b, lag + 1, f]), (COUNT, [b, 1])] if lag else []
-        specs = [tf.TensorSpec([b, f], tf.float32, name="frame")] + [
-            tf.TensorSpec([b, c.u], tf.float32, name=n) for n, c in zip(names, grus)] + [
+        specs = [tf.TensorSpec([b, f], tf.float32, name=FRAME)] + [
+            tf.TensorSpec([b, c.u], tf.float32, name=n) for n, c in zip(state_names, grus)] + [
             tf.TensorSpec(shape, tf.float32, name=n) for n, shape in ring]
         functions[STEP] = tf.function(step, autograph=False, input_signature=specs)
     return functions

@@ -6,11 +6,8 @@ scope: int8 keeps them in float (gru_edge.convert_worker), the GRU core sees dif
 from __future__ import annotations
 
 from gru_edge.framing import TINY, Framing
+from gru_edge.names import COUNT, RAW, RING
 
-RING, COUNT = "state_ring", "state_count"  # a streaming framed model's extra states (zeros to start)
-# Name scope of the ops that compute on raw values or their log (levels that drift with the series): quantized
-# recipes keep them in float (gru_edge.convert_worker), the core's ops see differences and scaled values only.
-RAW = "raw"
 
 
 def log_target(tf, fr: Framing, x):

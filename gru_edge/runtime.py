@@ -15,6 +15,7 @@ import numpy as np
 
 from gru_edge.errors import GpuUnavailable, GruEdgeError, ParityError
 from gru_edge.io import child_command, native_stderr, signal_name
+from gru_edge.names import FRAME, SERVE, STEP, is_state, state_out
 
 
 def in_batches(x: np.ndarray, batch: int, run) -> dict[str, np.ndarray]:
@@ -56,7 +57,7 @@ class Runner:
         if not sigs:
             raise ParityError(f"{name} has no signatures; convert it with gru-edge convert.")
         self.signatures = list(sigs)
-        self.signature = signature or ("serving_default" if "serving_default" in sigs else next(iter(sigs)))
+        self.signature = signature or (SERVE if SERVE in sigs else next(iter(sigs)))
         if self.signature not in sigs:
             raise ParityError(f"{name} has no signature '{self.signature}'; it has {', '.join(sigs)}.")
         self._run = self._interp.get_signature_runner(self.signature)
@@ -86,11 +87,11 @@ class Runner:
 
     @property
     def has_step(self) -> bool:
-        return "step" in self.signatures
+        return STEP in self.signatures
 
     def run_steps(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Feed each sequence one time step at a time through the ``step`` signature (see ``run_steps``)."""
-        step = self._interp.get_signature_runner("step")
+        step = self._interp.get_signature_runner(STEP)
         return run_steps(lambda feed: step(**feed), step.get_input_details(), x)
 
 
@@ -100,16 +101,16 @@ def run_steps(step, details: dict, x: np.ndarray) -> dict[str, np.ndarray]:
     ``step`` maps {input name: array} to {output name: array}; ``details`` are its inputs' details (shapes).
     Returns the outputs after the last step, named like the full-sequence signature's outputs.
     """
-    states = sorted(k for k in details if k.startswith("state_"))
+    states = sorted(k for k in details if is_state(k))
 
     def stream(chunk: np.ndarray) -> dict[str, np.ndarray]:
         state, out = {k: np.zeros(details[k]["shape"], np.float32) for k in states}, {}
         for t in range(chunk.shape[1]):
-            out = step({"frame": np.ascontiguousarray(chunk[:, t, :]), **state})
-            state = {k: out[f"{k}_out"] for k in states}
-        return {k: v for k, v in out.items() if not k.startswith("state_")}
+            out = step({FRAME: np.ascontiguousarray(chunk[:, t, :]), **state})
+            state = {k: out[state_out(k)] for k in states}
+        return {k: v for k, v in out.items() if not is_state(k)}
 
-    return in_batches(x, details["frame"]["shape"][0], stream)
+    return in_batches(x, details[FRAME]["shape"][0], stream)
 
 
 # ---- LiteRT in a child process ------------------------------------------------------------------------------------

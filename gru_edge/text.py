@@ -61,12 +61,35 @@ def parity_report(report, header: str) -> str:
     return "\n".join(lines)
 
 
-def ranked_ops(ranked: list[dict], top: int = 10) -> str:
-    """``verify --explain``: the quantized ops with the largest error, in quantization steps."""
-    head = (f"ops ranked by quantization error (rmse / scale, in quantization steps), worst {min(top, len(ranked))} "
-            f"of {len(ranked)}:")
-    rows = [f"  {r['rmse_over_scale']:8.3f}  {r['op']:<16} {r['tensor'][:70]}" for r in ranked[:top]]
-    return "\n".join([head, *rows])
+def quickstart_summary(doc: dict) -> str:
+    """``gru-edge quickstart``: the model beside its baselines, each recipe's parity, where the files are; from the
+    document --json prints (QuickstartResult.to_dict)."""
+    m, out = doc["train"]["metrics"], Path(doc["out_dir"])
+    rows = [[r["recipe"], f"{r['size_bytes'] / 1024:.1f} KiB", err(r["max_abs_error"]),
+             psnr(float("inf") if r["psnr_db"] is None else r["psnr_db"]), delta(r["task_metric_delta"]),
+             "PASS" if r["passed"] else "FAIL"] for r in doc["recipes"]]
+    return "\n".join([
+        f"airline GRU: held-out RMSE {m['heldout_rmse']:.2f} vs seasonal-naive {m['seasonal_naive_rmse']:.2f} and "
+        f"naive {m['naive_rmse']:.2f} {m['units']} (last 24 months)", "",
+        table(["recipe", "size", "max abs error", "PSNR", "RMSE delta", "parity"], rows), "",
+        f"run:     {doc['train']['run_dir']}", f"models:  {out / 'models'}", f"bundles: {out / 'bundles'}",
+        f"summary: {out / 'summary.json'}", f"report:  {out / 'report.html'}", f"took {doc['seconds']:.0f} s"])
+
+
+def explanation(found, top: int = 12) -> str:
+    """``verify --explain``: the error per layer and gate, then the ops with the largest error, each named by layer,
+    gate and time step."""
+    lines = [f"int8 quantization error by layer (recipe {found.recipe}; rmse / scale, in quantization steps; "
+             f"{len(found.ops)} ops ranked in {found.seconds:.1f} s):"]
+    width = max((len(x.layer) for x in found.layers), default=5)
+    for x in found.layers:
+        gates = ", ".join(f"{g} {v:.3f}" for g, v in x.gates.items() if g != "-")
+        lines.append(f"  {x.layer:<{width}}  worst {x.worst.rmse_over_scale:.3f} ({x.worst.op} "
+                     f"{x.worst.where.removeprefix(x.layer).strip() or 'op'}), mean {x.mean:.3f} over {x.ops} ops"
+                     + (f"; by gate: {gates}" if gates else ""))
+    lines.append(f"worst {min(top, len(found.ops))} ops:")
+    lines += [f"  {o.rmse_over_scale:8.3f}  {o.op:<16} {o.where}" for o in found.ops[:top]]
+    return "\n".join(lines)
 
 
 def inspection(name: str, info, findings, description: dict | None = None, runtime=None) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gru_edge.errors import ParityError
+from gru_edge.names import SERVE
 
 MAX_BYTES = 2**31 - 1  # flatbuffers address at most 2 GiB
 _TYPE_NAMES: dict[int, str] = {}
@@ -101,8 +102,7 @@ class TfliteModel:
 
     def main_signature(self) -> Signature:
         """The signature a runner uses by default: serving_default, else the first."""
-        return self.signature("serving_default" if any(s.key == "serving_default" for s in self.signatures)
-                              else None)
+        return self.signature(SERVE if any(s.key == SERVE for s in self.signatures) else None)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gru_edge import arrays, data, framing, graph, outputs, parity, recipes, runs, tflite_model
+from gru_edge import explain as explain_
 from gru_edge.bundle import Task, write_bundle_files
 from gru_edge.description import load as load_sidecar
 from gru_edge.errors import ParityError
@@ -32,10 +33,12 @@ class VerifyResult:
     recipe: str
     samples: Samples
     bundle: Path | None
+    explanation: object = None  # gru_edge.explain.Explanation, when asked for
 
     def to_dict(self) -> dict:
         return {"recipe": self.recipe, "sample_source": self.samples.source, "sample_kinds": self.samples.kinds,
-                "bundle": str(self.bundle) if self.bundle else None, **self.report.to_dict()}
+                "bundle": str(self.bundle) if self.bundle else None, **self.report.to_dict(),
+                **({"explain": self.explanation.to_dict()} if self.explanation else {})}
 
 
 def make_samples(model_path: Path | None, card: dict | None, input_shape: tuple, n_outputs: int,
@@ -132,13 +135,15 @@ def check_identity(keras_path: Path | None, tflite_path: Path, sidecar: dict | N
 
 def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name: str | None = None,
            accelerator: str = "cpu", keras_model=None, samples=None, targets=None,
-           runtime: str = "litert") -> VerifyResult:
+           runtime: str = "litert", explain: bool = False, log=lambda m: None) -> VerifyResult:
     """Compare ``tflite_path`` against the Keras model (a .keras path, or a keras.Model in memory) on sample
     sequences: ``samples`` (an array or a .npy / .npz / .csv file, with optional ``targets``) plus the edge cases of
     their range; by default the held-out windows of the training card, or generated sequences.
 
     ``keras_model``: the model at the path already loaded, when one caller verifies several conversions.
     ``runtime``: the interpreter that runs the .tflite (litert, tflite-runtime, tensorflow; gru_edge.runtimes).
+    ``explain``: an int8 model's quantized ops ranked by their error, named by layer, gate and time step
+    (gru_edge.explain), on the training windows, else on the samples.
     The bundle folder, if asked for, is checked before the work and written whole at the end (gru_edge.outputs).
     """
     keras_path = Path(model) if isinstance(model, (str, Path)) else None
@@ -156,6 +161,7 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
     info = tflite_model.read(tflite_path)
     sidecar = load_sidecar(tflite_path, info)
     tol, recipe, source, notes = tolerances_for(tflite_path, sidecar, recipe_name)
+    ranked = explain_.described_recipe(tflite_path, sidecar) if explain else None  # refused before any work
     with outputs.staged(bundle_dir, outputs.BUNDLE) if bundle_dir is not None else nullcontext() as stage:
         keras_model = keras_model or runs.load_model(keras_path)
         notes = check_identity(keras_path, tflite_path, sidecar, keras_model) + notes
@@ -194,7 +200,14 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
             write_bundle_files(stage, tflite_path, recipe, run.signature, run.input_name, flat, expected,
                                tol, smp.kinds, smp.source, smp.targets if task else None, task,
                                report.task.reference if report.task else None, (sidecar or {}).get("gpu"))
-    return VerifyResult(report, recipe, smp, Path(bundle_dir) if bundle_dir is not None else None)
+    explanation = None
+    if ranked is not None:
+        windows, lo_hi = smp.inputs, arrays.value_range(smp.inputs)
+        if card is not None:
+            windows, lo_hi = runs.load_windows(keras_path, card)["train_x"], (card["input_range"]["min"],
+                                                                              card["input_range"]["max"])
+        explanation = explain_.rank(reference, ranked, windows, lo_hi, log)
+    return VerifyResult(report, recipe, smp, Path(bundle_dir) if bundle_dir is not None else None, explanation)
 
 
 def _user_task(targets: np.ndarray | None, classifier: bool) -> Task | None:
