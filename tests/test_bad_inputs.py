@@ -389,3 +389,64 @@ def test_json_is_one_document_on_every_path(r1, good_bundle, tmp_path):
     doc = run("verify", "--bundle", nan, "--json", code=1, json_out=True)
     assert doc["result"]["outputs"][0]["max_abs_error"] is None
     assert doc["notes"] and doc["notes"][0].startswith("not finite, written as null: result.outputs[0]")
+
+
+def _doc(args: list, code: int, process: bool = False) -> dict:
+    """Run a command with --json (in this process, or as a user runs it); stdout must be exactly one document."""
+    if process:
+        done = subprocess.run([sys.executable, "-m", "gru_edge", *map(str, args), "--json"], capture_output=True,
+                              text=True, cwd=ROOT)
+        out, rc = done.stdout, done.returncode
+    else:
+        result = CliRunner().invoke(cli, [*map(str, args), "--json"])
+        out, rc = result.stdout, result.exit_code
+    assert rc == code, out
+    doc = json.loads(out)  # raises on anything around the document
+    assert sorted(doc) == ["error", "exit_code", "notes", "ok", "result"] and doc["exit_code"] == code
+    assert doc["ok"] == (code == 0) and (doc["error"] is None) == (code == 0 or doc["result"] is not None)
+    return doc
+
+
+def test_every_command_gives_one_json_document_on_usage_errors_and_failures(r1, tmp_path):
+    """Every command, a wrong flag (exit 2) and a failure (exit 1): one document naming the problem. (recipes reads
+    nothing of the user's, so it has no failure path.)"""
+    keras_path, models = r1
+    stranger = tmp_path / "theirs"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    failures = {
+        "train": (["train", "--data", tmp_path / "nope.csv", "-o", tmp_path / "t"], "nope.csv"),
+        "convert": (["convert", tmp_path / "nope.keras", "--to", "float32", "-o", tmp_path / "c"], "nope.keras"),
+        "verify": (["verify", keras_path, tmp_path / "missing.tflite"], "missing.tflite"),
+        "inspect": (["inspect", keras_path], "model.keras"),
+        "bench": (["bench", tmp_path / "nope.keras"], "nope.keras"),
+        "android": (["android", models["float32"], "--bundle", tmp_path / "b", "--demo", tmp_path / "d"],
+                    "is not the gru-edge Android demo"),
+        "quickstart": (["quickstart", "-o", stranger], "theirs"),
+        "report": (["report", stranger], "theirs"),
+    }
+    assert set(failures) | {"recipes"} == set(cli.commands)  # a new command is added here too
+    for name in cli.commands:
+        usage = _doc([name, "--colour", "red"], 2)
+        assert "No such option" in usage["error"] and "--colour" in usage["error"], name
+        if name in failures:
+            args, named = failures[name]
+            error = _doc(args, 1)["error"]
+            assert named in error and "\n" not in error.strip(), (name, error)
+    assert (stranger / "notes.txt").read_text() == "mine" and sorted(p.name for p in stranger.iterdir()) == [
+        "notes.txt"]
+
+
+def test_commands_give_one_json_document_on_success(r1, good_bundle, tmp_path):
+    """Success, run as a user runs it where a native library could print: recipes, convert, verify (with --explain,
+    which runs TensorFlow's debugger in this process), verify --bundle, inspect, android --init. (train:
+    test_cli.py::test_train_json; bench: test_bench.py; quickstart and report: test_quickstart.py.)"""
+    keras_path, models = r1
+    assert len(_doc(["recipes"], 0)["result"]["recipes"]) == 6
+    made = _doc(["convert", keras_path, "--to", "float32", "-o", tmp_path / "c"], 0, process=True)["result"]
+    assert [m["recipe"] for m in made["models"]] == ["float32"]
+    checked = _doc(["verify", keras_path, models["int8"], "--explain"], 0, process=True)["result"]
+    assert checked["passed"] and checked["explain"]["ops"]
+    assert _doc(["verify", "--bundle", good_bundle], 0, process=True)["result"]["passed"]
+    assert _doc(["inspect", models["int8"]], 0, process=True)["result"]["description"]["recipe"]["name"] == "int8"
+    assert _doc(["android", "--init", tmp_path / "demo"], 0)["result"]["demo"] == str(tmp_path / "demo")

@@ -2,27 +2,32 @@ import json
 
 from click.testing import CliRunner
 
-from gru_edge import recipes
+from gru_edge import recipes, text
 from gru_edge.cli import cli
 
 
 def test_quickstart_runs_the_whole_pipeline_with_defaults(tmp_path):
     """The default airline model beats seasonal-naive, and every shipped recipe converts and verifies."""
     out = tmp_path / "qs"
-    result = CliRunner().invoke(cli, ["quickstart", "-o", str(out)])
+    result = CliRunner().invoke(cli, ["quickstart", "-o", str(out), "--json"])
     assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)  # one document: the same as summary.json, which the text is drawn from
+    assert doc["ok"] and doc["error"] is None
     summary = json.loads((out / "summary.json").read_text())
+    assert {k: v for k, v in doc["result"].items() if k != "seconds"} == {
+        k: v for k, v in summary.items() if k not in ("format", "seconds")}
     m = summary["train"]["metrics"]
     assert m["heldout_rmse"] < m["seasonal_naive_rmse"]
     assert {r["recipe"] for r in summary["recipes"]} == set(recipes.shipped_names())
     assert all(r["passed"] and r["task_metric_delta"] is not None for r in summary["recipes"])
+    shown = text.quickstart_summary(doc["result"])  # what the command prints without --json
     for r in summary["recipes"]:
-        assert f"{r['recipe']} " in result.stdout
-    assert "seasonal-naive" in result.stdout and "bundles:" in result.stdout
+        assert f"{r['recipe']} " in shown
+    assert "seasonal-naive" in shown and "bundles:" in shown and "report:" in shown
     assert (out / "bundles" / "int8" / "manifest.json").is_file()
     # the report: one self-contained HTML page with the pictures embedded
     pictures = report_pictures(out / "report.html")
-    assert len(pictures) >= 4 and "report:" in result.stdout
+    assert len(pictures) >= 4
     for png in pictures:
         width, height = png_size(png)
         assert 600 <= width <= 1400 and 250 <= height <= 700 and len(png) > 10_000, (width, height, len(png))
