@@ -104,7 +104,7 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
         raise AndroidError(f"{model.name} carries no gru-edge description (the demo reads its GPU settings, units "
                            "and states from it): convert it with 'gru-edge convert'.")
     findings = gpu.check(info)
-    if findings and sidecar.get("gpu"):
+    if findings and sidecar.gpu:
         raise AndroidError(f"{model.name}'s recipe asks for the GPU but {len(findings)} op(s) break the GPU "
                            f"rules; the first: {findings[0]}. 'gru-edge inspect {model}' lists them all. gru-edge's "
                            "lowered GRUs have none; the other layers are TensorFlow's ops: replace the layer, or use "
@@ -112,13 +112,11 @@ def install(model: Path, bundle_dir: Path, demo: Path) -> AndroidResult:
     if findings:
         warnings.append(f"{len(findings)} GPU finding(s): the demo's GPU run will fall back to the CPU")
     bundle = read_bundle(bundle_dir)
-    if bundle.manifest["model"]["sha256"] != sha256_file(model):
-        raise AndroidError(f"The bundle in {bundle_dir} was made for {bundle.manifest['model']['file']}, not for "
+    if bundle.manifest.model.sha256 != sha256_file(model):
+        raise AndroidError(f"The bundle in {bundle_dir} was made for {bundle.manifest.model.file}, not for "
                            f"{model.name} (sha256 differs). Make it with 'gru-edge verify MODEL.keras {model.name} "
                            "-o DIR'.")
-    m = bundle.manifest  # the files the validated manifest names (plain names, no links), and nothing else
-    names = ["manifest.json"] + [spec["file"] for spec in m["inputs"] + m["outputs"]] + \
-        ([m["task"]["targets"]] if m.get("task") else [])
+    names = ["manifest.json"] + bundle.manifest.files  # what the validated manifest names (plain names, no links)
     with outputs.staged(demo / ASSETS, outputs.ASSETS) as staging:
         shutil.copyfile(model, staging / "model.tflite")
         (staging / "bundle").mkdir()

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gru_edge.description import ModelDescription
 
 
 def _log(log):
@@ -73,12 +77,12 @@ class Inspection:
 
     model: object  # tflite_model.TfliteModel
     gpu_findings: tuple
-    description: dict | None = None  # what gru-edge wrote into the model (gru_edge.description), sidecar-shaped
+    description: ModelDescription | None = None  # what gru-edge wrote into the model (gru_edge.description)
     runtime: object = None  # runtimes.Prediction, when a runtime was named
 
     def to_dict(self) -> dict:
         return {**self.model.to_dict(), "gpu_findings": [f.to_dict() for f in self.gpu_findings],
-                "description": self.description, "runtime": self.runtime.to_dict() if self.runtime else None}
+                "description": self.description.to_dict() if self.description else None, "runtime": self.runtime.to_dict() if self.runtime else None}
 
 
 def inspect(tflite: str | Path, runtime: str | None = None) -> Inspection:

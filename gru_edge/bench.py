@@ -193,7 +193,8 @@ def _timers_for(name: str, path: Path, threads: int, timers: dict) -> None:
 def bench(model_path: Path, recipe_names: list[str] | None = None, threads: int = 1, iterations: int = 200,
           rounds: int = 5, log=lambda msg: None) -> BenchResult:
     """Convert ``model_path`` every way, time each at batch 1, and return the rows."""
-    from gru_edge.runs import load_card, load_model
+    from gru_edge.card import load as load_card
+    from gru_edge.runs import load_model
 
     model_path = Path(model_path)
     names = recipe_names or recipes.shipped_names()

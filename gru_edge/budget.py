@@ -16,7 +16,8 @@ from pathlib import Path
 
 from gru_edge import conversion as convert_mod, outputs, recipes
 from gru_edge.errors import ConversionError
-from gru_edge.runs import load_card, load_model
+from gru_edge.card import load as load_card
+from gru_edge.runs import load_model
 
 DEFAULT_CANDIDATES = ("int8", "dynamic-int8", "int16x8", "float16", "float32")
 FALLBACKS = (0.1, 0.25, 0.5)

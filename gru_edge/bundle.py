@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gru_edge import __version__, outputs
+from gru_edge.card import TASKS
 from gru_edge.errors import ParityError
 from gru_edge.io import sha256_file
 from gru_edge.names import SERVE
@@ -31,7 +32,6 @@ MAX_DEPTH = 16  # nesting of JSON objects and arrays; a manifest needs 4
 MAX_FILE_BYTES = 1 << 30
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
-TASKS = {"regression": "rmse", "classification": "accuracy"}
 GPU_KEYS = {"precision": ("fp16", "fp32"), "fallback": ("cpu", "none")}
 
 
@@ -47,9 +47,53 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Tensor:
+    """An input or output array of the bundle: its tensor's name and the .npy file that holds it."""
+
+    name: str
+    file: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    file: str  # the bundle's copy of the model
+    sha256: str
+    recipe: str
+    signature: str = SERVE
+    gpu: dict | None = None  # precision, fallback: the recipe's GPU settings, for the GPU run
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json, typed; made by ``write_bundle_files`` and read by ``parse_manifest`` only."""
+
+    model: ModelEntry
+    inputs: tuple[Tensor, ...]  # exactly one: [N, T, F]
+    outputs: tuple[Tensor, ...]  # [N, O] each
+    samples: dict  # count, kinds, source
+    tolerances: Tolerances
+    task: dict | None = None  # kind, metric, targets (file), output_scale, output_offset, units, reference
+    tool: str | None = None
+    format: str = FORMAT
+
+    @property
+    def files(self) -> list[str]:
+        """Every file the manifest names besides the model: the arrays."""
+        return [t.file for t in self.inputs + self.outputs] + ([self.task["targets"]] if self.task else [])
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "tool": self.tool, "model": asdict(self.model),
+                "inputs": [asdict(t) | {"shape": list(t.shape)} for t in self.inputs],
+                "outputs": [asdict(t) | {"shape": list(t.shape)} for t in self.outputs],
+                "samples": self.samples, "tolerances": asdict(self.tolerances), "task": self.task}
+
+
+@dataclass(frozen=True)
 class Bundle:
     path: Path
-    manifest: dict
+    manifest: Manifest
     inputs: np.ndarray
     expected: dict[str, np.ndarray]
     targets: np.ndarray | None
@@ -58,11 +102,11 @@ class Bundle:
 
     @property
     def model_path(self) -> Path:
-        return self.path / self.manifest["model"]["file"]
+        return self.path / self.manifest.model.file
 
     @property
     def recipe(self) -> str:
-        return self.manifest["model"]["recipe"]
+        return self.manifest.model.recipe
 
 
 def bundle_file_name(model_path: Path) -> str:
@@ -93,26 +137,18 @@ def write_bundle_files(folder: Path, model_path: Path, recipe: str, signature: s
     for i, (name, arr) in enumerate(sorted(expected.items())):
         fname = "expected.npy" if i == 0 else f"expected_{i}.npy"
         np.save(folder / fname, np.ascontiguousarray(arr, dtype="<f4"))
-        outs.append({"name": name, "file": fname, "shape": list(arr.shape), "dtype": "float32"})
-    copy = bundle_file_name(model_path)
-    manifest = {
-        "format": FORMAT,
-        "tool": f"gru-edge {__version__}",
-        "model": {"file": copy, "sha256": sha256_file(model_path), "recipe": recipe, "signature": signature,
-                  "gpu": gpu},
-        "inputs": [{"name": input_name, "file": "inputs.npy", "shape": list(inputs.shape), "dtype": "float32"}],
-        "outputs": outs,
-        "samples": {"count": int(len(inputs)), "kinds": sample_kinds, "source": sample_source},
-        "tolerances": asdict(tolerances),
-        "task": None,
-    }
+        outs.append(Tensor(name, fname, tuple(arr.shape)))
+    scored = None
     if targets is not None and task is not None:
         np.save(folder / "targets.npy", np.ascontiguousarray(targets, dtype="<f4"))
-        manifest["task"] = {"kind": task.kind, "metric": task.metric, "targets": "targets.npy",
-                            "output_scale": task.scale, "output_offset": task.offset, "units": task.units,
-                            "reference": reference}
-    shutil.copyfile(model_path, folder / copy)
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        scored = {"kind": task.kind, "metric": task.metric, "targets": "targets.npy", "output_scale": task.scale,
+                  "output_offset": task.offset, "units": task.units, "reference": reference}
+    manifest = Manifest(ModelEntry(bundle_file_name(model_path), sha256_file(model_path), recipe, signature, gpu),
+                        (Tensor(input_name, "inputs.npy", tuple(inputs.shape)),), tuple(outs),
+                        {"count": int(len(inputs)), "kinds": sample_kinds, "source": sample_source}, tolerances,
+                        scored, f"gru-edge {__version__}")
+    shutil.copyfile(model_path, folder / manifest.model.file)
+    (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
 # ---- reading --------------------------------------------------------------------------------------------------
@@ -238,9 +274,8 @@ def _depth(value) -> int:
     return deepest
 
 
-def parse_manifest(raw: bytes) -> tuple[dict, Tolerances]:
-    """Validate the bytes of a manifest.json against the reader contract; return it (defaults filled in) and its
-    tolerances."""
+def parse_manifest(raw: bytes) -> Manifest:
+    """Validate the bytes of a manifest.json against the reader contract; the manifest, defaults filled in."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ParityError(f"manifest.json is {len(raw)} bytes; at most {MAX_MANIFEST_BYTES} are read.")
     try:
@@ -291,7 +326,10 @@ def parse_manifest(raw: bytes) -> tuple[dict, Tolerances]:
             task[key] = m.number(task.get(key, default), f"task.{key}")
         if task.get("reference") is not None:
             m.number(task["reference"], "task.reference")
-    return root, tolerances
+    tensors = lambda entries: tuple(Tensor(e["name"], e["file"], tuple(e["shape"])) for e in entries)  # noqa: E731
+    return Manifest(ModelEntry(model["file"], model["sha256"], model["recipe"], model["signature"], model.get("gpu")),
+                    tensors(inputs), tensors(outs), root["samples"], tolerances, root.get("task"),
+                    root.get("tool") if isinstance(root.get("tool"), str) else None)
 
 
 class _Checker:
@@ -342,24 +380,25 @@ def read_bundle(path: Path) -> Bundle:
         raise ParityError(f"No {MANIFEST} in {path}: not a parity bundle (written by 'gru-edge verify -o DIR').")
     if mpath.stat().st_size > MAX_MANIFEST_BYTES:
         raise ParityError(f"{MANIFEST} is {mpath.stat().st_size} bytes; at most {MAX_MANIFEST_BYTES} are read.")
-    manifest, tolerances = parse_manifest(mpath.read_bytes())
-    spec_in = manifest["inputs"][0]
-    inputs = read_npy(bundle_file(path, spec_in["file"], "inputs"))
-    if list(inputs.shape) != spec_in["shape"]:
-        raise ParityError(f"{spec_in['file']} has shape {list(inputs.shape)}; the manifest says {spec_in['shape']} "
+    manifest = parse_manifest(mpath.read_bytes())
+    tolerances = manifest.tolerances
+    spec_in = manifest.inputs[0]
+    inputs = read_npy(bundle_file(path, spec_in.file, "inputs"))
+    if inputs.shape != spec_in.shape:
+        raise ParityError(f"{spec_in.file} has shape {list(inputs.shape)}; the manifest says {list(spec_in.shape)} "
                           "([N, T, F]).")
     expected = {}
-    for spec in manifest["outputs"]:
-        arr = read_npy(bundle_file(path, spec["file"], f"expected output {spec['name']}"))
-        if list(arr.shape) != spec["shape"] or len(arr) != len(inputs):
-            raise ParityError(f"{spec['file']} has shape {list(arr.shape)}; the manifest says {spec['shape']} "
+    for spec in manifest.outputs:
+        arr = read_npy(bundle_file(path, spec.file, f"expected output {spec.name}"))
+        if arr.shape != spec.shape or len(arr) != len(inputs):
+            raise ParityError(f"{spec.file} has shape {list(arr.shape)}; the manifest says {list(spec.shape)} "
                               f"with N = {len(inputs)} samples.")
-        expected[spec["name"]] = arr
+        expected[spec.name] = arr
     targets, task = None, None
-    if manifest.get("task"):
-        t = manifest["task"]
+    if manifest.task:
+        t = manifest.task
         targets = read_npy(bundle_file(path, t["targets"], "targets"))
-        first = expected[manifest["outputs"][0]["name"]]
+        first = expected[manifest.outputs[0].name]
         if targets.shape != first.shape:
             raise ParityError(f"{t['targets']} has shape {list(targets.shape)}; expected {list(first.shape)}.")
         task = Task(t["kind"], t["metric"], t["output_scale"], t["output_offset"],

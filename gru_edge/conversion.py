@@ -14,12 +14,12 @@ import numpy as np
 
 from gru_edge import __version__, arrays, errors, outputs, recipes, runtime, tflite_model
 from gru_edge.compact import compact
-from gru_edge.description import SIDECAR_FORMAT, embed, sidecar_file
+from gru_edge.description import ModelDescription, embed, sidecar_file
 from gru_edge.step_ranges import share_step_ranges
 from gru_edge.errors import ConversionError, GruEdgeError, ModelError, ParityError
 from gru_edge.io import child_command, sha256_file, signal_name
 from gru_edge.names import SERVE, STEP
-from gru_edge.runs import WINDOWS, load_card, windows_file
+from gru_edge.card import WINDOWS, TrainingCard, load as load_card, windows_file
 from gru_edge.recipes import Recipe
 
 
@@ -168,13 +168,13 @@ def _source(model, scratch: str) -> tuple[Path, dict]:
     return path, {"kind": "memory", "path": f"(in memory) {model.name}", "sha256": named}
 
 
-def _run_worker(model_path: Path, chosen: list[Recipe], card: dict | None, windows: Path | None, scratch: str,
-                windows_source: str | None = None) -> subprocess.CompletedProcess:
+def _run_worker(model_path: Path, chosen: list[Recipe], card: TrainingCard | None, windows: Path | None,
+                scratch: str, windows_source: str | None = None) -> subprocess.CompletedProcess:
     request = Path(scratch) / "request.json"
     request.write_text(json.dumps({"model": str(Path(model_path).resolve()), "scratch": scratch,
                                    "windows_source": windows_source,
                                    "windows": str(Path(windows).resolve()) if windows else None,
-                                   "input_range": [card["input_range"]["min"], card["input_range"]["max"]]
+                                   "input_range": list(card.value_range)
                                    if card else None,
                                    "recipes": [r.to_dict() for r in chosen]}))
     return subprocess.run(child_command("gru_edge.convert_worker", request), cwd=scratch, capture_output=True,
@@ -246,40 +246,38 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
                               "quantization scales (calibration met non-finite values); use a float recipe.")
     sig = info.signature(SERVE)
     target = model_file(out_dir, recipe.name)
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "tool": f"gru-edge {__version__}",
-        "recipe": recipe.to_dict(),
-        "source_model": source,
-        "signature": sig.to_dict(),
-        "signatures": [s.key for s in info.signatures],
-        "step_signature": info.signature(STEP).to_dict() if any(s.key == STEP for s in info.signatures)
-        else None,
-        "gpu": recipe.to_dict()["gpu"],
-        "framing": card["framing"] if card else None,  # inside the model: raw units in and out
-        "task": card["task"] if card else None,
-        "window": card["window"] if card else sig.inputs[0].shape[1],  # time steps the GRU runs
-        "input_steps": sig.inputs[0].shape[1],  # of the raw input: window + the framing's lag
-        "converter_bytes": len(converted),
-        "calibration_samples": event["calibration_samples"],
-        "calibration_source": calibration or (f"training windows ({WINDOWS})" if card and recipe.needs_calibration
-                                              else None),
-        "form": source.get("form"),  # chain (streaming possible) or graph (gru_edge.graph)
-        "notes": notes + event.get("notes", []),
-        "level_margin": event.get("level_margin"),  # int16x8 on a differencing model: raw levels it reads unclipped
-        "convert_seconds": event["seconds"],
-    }
-    payload = finish_bytes(recipe, embed(converted, sidecar))  # the model carries its own description
+    described = ModelDescription(
+        tool=f"gru-edge {__version__}",
+        recipe=recipe.to_dict(),
+        source_model=source,
+        signature=sig.to_dict(),
+        signatures=[s.key for s in info.signatures],
+        step_signature=info.signature(STEP).to_dict() if any(s.key == STEP for s in info.signatures) else None,
+        gpu=recipe.to_dict()["gpu"],
+        framing=card.framing if card else None,
+        task=card.task if card else None,
+        window=card.window if card else sig.inputs[0].shape[1],
+        input_steps=sig.inputs[0].shape[1],
+        converter_bytes=len(converted),
+        calibration_samples=event["calibration_samples"],
+        calibration_source=calibration or (f"training windows ({WINDOWS})" if card and recipe.needs_calibration
+                                           else None),
+        form=source.get("form"),
+        notes=notes + event.get("notes", []),
+        level_margin=event.get("level_margin"),
+        convert_seconds=event["seconds"],
+    )
+    payload = finish_bytes(recipe, embed(converted, described))  # the model carries its own description
     info = tflite_model.parse(payload, produced.name)
     try:  # the standard runtime must load and run it; a crash there stays in a child process
         runtime.run_isolated(payload, None, name=f"the '{recipe.name}' model")
     except ParityError as e:
         raise ConversionError(f"Recipe '{recipe.name}': {e}") from None
-    sidecar = {**sidecar, "model_file": target.name,
-               "model_sha256": hashlib.sha256(payload).hexdigest(),  # binds the sidecar to its .tflite
-               "size_bytes": info.size_bytes, "weight_bytes": info.weight_bytes, "ops": info.op_counts,
-               "op_versions": info.op_versions}
+    described = replace(described, model_file=target.name,
+                        model_sha256=hashlib.sha256(payload).hexdigest(),  # binds the sidecar to its .tflite
+                        size_bytes=info.size_bytes, weight_bytes=info.weight_bytes, ops=info.op_counts,
+                        op_versions=info.op_versions)
     target.write_bytes(payload)
-    sidecar_file(target).write_text(json.dumps(sidecar, indent=2) + "\n")
+    sidecar_file(target).write_text(json.dumps(described.to_dict(), indent=2) + "\n")
     return ConvertedModel(recipe.name, target, sidecar_file(target), info.size_bytes, info.weight_bytes,
-                          info.op_counts, event["seconds"], tuple(sidecar["notes"]))
+                          info.op_counts, event["seconds"], tuple(described.notes))

@@ -13,6 +13,7 @@ file itself (its sha256, size, ops). When both exist they must agree.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,72 @@ SUPPORT = "TFLITE_METADATA"  # TFLite Support's entry (Android Studio's model vi
 DERIVED = ("model_file", "model_sha256", "size_bytes", "weight_bytes", "ops", "op_versions", "convert_seconds")
 
 
+@dataclass(frozen=True)
+class ModelDescription:
+    """What gru-edge knows about a converted model, typed: the sidecar's document (the embedded description is the
+    same less DERIVED). Read and validated by ``from_dict`` only."""
+
+    tool: str  # "gru-edge X.Y.Z"
+    recipe: dict  # gru_edge.recipes.Recipe.to_dict() of the recipe it was converted with
+    source_model: dict  # path (a file name inside the model), sha256, kind; weights_sha256 and form when known
+    signature: dict | None = None  # the main signature: key, inputs, outputs (name, shape, dtype)
+    signatures: list = field(default_factory=list)
+    step_signature: dict | None = None  # streaming recipes: the one-step signature
+    gpu: dict | None = None  # precision, fallback: what the recipe asks of the GPU delegate
+    framing: dict | None = None  # gru_edge.framing.Framing inside the model (raw units in and out)
+    task: dict | None = None  # kind, metric, units: from the training card
+    window: int | None = None  # time steps the GRU runs
+    input_steps: int | None = None  # time steps of the raw input: the window plus the framing's lag
+    converter_bytes: int | None = None
+    calibration_samples: int | None = None
+    calibration_source: str | None = None
+    form: str | None = None  # "chain" (streaming possible) or "graph" (gru_edge.graph)
+    notes: list = field(default_factory=list)
+    level_margin: float | None = None  # int16x8 on a differencing model: raw levels it reads unclipped
+    model_file: str | None = None  # DERIVED: read from the file, written in the sidecar only
+    model_sha256: str | None = None
+    size_bytes: int | None = None
+    weight_bytes: int | None = None
+    ops: dict | None = None
+    op_versions: dict | None = None
+    convert_seconds: float | None = None
+    format: str = SIDECAR_FORMAT
+
+    @property
+    def recipe_name(self) -> str:
+        return self.recipe["name"]
+
+    @property
+    def units(self) -> str | None:
+        return (self.task or {}).get("units")
+
+    def to_dict(self) -> dict:
+        """The sidecar document (what ``gru-edge convert`` writes beside the model)."""
+        return {"format": self.format, **{k: v for k, v in asdict(self).items() if k != "format"}}
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: str) -> ModelDescription:
+        """The description in ``doc`` (a sidecar's document, or the embedded one); ConversionError naming ``where``
+        when it lacks what gru-edge writes there."""
+        _check_names_source(doc, where)
+        names = {f.name for f in fields(cls)}
+        typed = {"notes": list, "signatures": list, "gpu": (dict, type(None)), "task": (dict, type(None)),
+                 "framing": (dict, type(None)), "signature": (dict, type(None))}
+        wrong = sorted(k for k, kind in typed.items() if k in doc and not isinstance(doc[k], kind))
+        if wrong:
+            raise ConversionError(f"{where} is damaged ({', '.join(wrong)} not what gru-edge writes); convert the "
+                                  "model again.")
+        return cls(**{k: v for k, v in doc.items() if k in names and k != "format"})
+
+
 def sidecar_file(tflite_path: Path) -> Path:
     return Path(tflite_path).with_suffix(".json")
 
 
-def embedded_part(sidecar: dict) -> dict:
+def embedded_part(sidecar: dict | ModelDescription) -> dict:
     """The part of a sidecar that goes inside the model: no paths of the converting machine (the source model is
     named by its file name and sha256)."""
+    sidecar = sidecar.to_dict() if isinstance(sidecar, ModelDescription) else sidecar
     doc = {"format": EMBEDDED_FORMAT, **{k: v for k, v in sidecar.items() if k not in DERIVED + ("format",)}}
     source = doc.get("source_model")
     if isinstance(source, dict) and isinstance(source.get("path"), str):
@@ -44,7 +104,7 @@ def embedded_part(sidecar: dict) -> dict:
     return doc
 
 
-def embed(payload: bytes, doc: dict) -> bytes:
+def embed(payload: bytes, doc: dict | ModelDescription) -> bytes:
     """``payload`` with ``doc`` (a sidecar, or its embedded part) as its ``gru_edge`` metadata entry, a TFLite
     Support description and a one-line model description. An earlier gru-edge description is replaced."""
     import flatbuffers
@@ -94,8 +154,8 @@ def _check_names_source(doc: dict, what: str) -> None:
                               "again.")
 
 
-def load(tflite_path: Path, info=None) -> dict | None:
-    """What gru-edge knows about ``tflite_path``, as a sidecar document: its sidecar (checked against the file and
+def load(tflite_path: Path, info=None) -> ModelDescription | None:
+    """What gru-edge knows about ``tflite_path``: its sidecar (checked against the file and
     against the description inside it), or else the description inside it; None for a model gru-edge did not
     describe (converted elsewhere or by an older gru-edge, with no sidecar). ``info``: the file as
     tflite_model.read already gave it, so that it is not parsed twice."""
@@ -111,10 +171,11 @@ def load(tflite_path: Path, info=None) -> dict | None:
     if not str(fmt).startswith("gru-edge-sidecar/"):  # none, or a JSON file of someone else's that has the name
         if embedded is None:
             return None
-        return {**{k: v for k, v in embedded.items() if k != "format"}, "format": SIDECAR_FORMAT,
-                "model_file": tflite_path.name, "model_sha256": sha256_file(tflite_path),
-                "size_bytes": info.size_bytes, "weight_bytes": info.weight_bytes, "ops": info.op_counts,
-                "op_versions": info.op_versions}
+        return ModelDescription.from_dict(
+            {**{k: v for k, v in embedded.items() if k != "format"}, "model_file": tflite_path.name,
+             "model_sha256": sha256_file(tflite_path), "size_bytes": info.size_bytes,
+             "weight_bytes": info.weight_bytes, "ops": info.op_counts, "op_versions": info.op_versions},
+            f"{tflite_path.name}'s gru_edge description")
     if fmt != SIDECAR_FORMAT:
         raise ConversionError(f"{path} is not a gru-edge sidecar of this version (format {fmt!r}, expected "
                               f"'{SIDECAR_FORMAT}'); convert the model again.")
@@ -130,7 +191,7 @@ def load(tflite_path: Path, info=None) -> dict | None:
             raise ConversionError(f"{path.name} disagrees with the description inside {tflite_path.name} on "
                                   f"{', '.join(differ[:4])}: it was edited. Delete it (the model describes itself) "
                                   "or convert again.")
-    return sidecar
+    return ModelDescription.from_dict(sidecar, str(path))
 
 
 def _text(value) -> str:

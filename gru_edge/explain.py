@@ -69,12 +69,12 @@ def check_recipe(recipe: Recipe) -> None:
                               f"{recipe.quantization} (TensorFlow's quantization debugger handles int8 only).")
 
 
-def described_recipe(tflite_path: Path, described: dict | None) -> Recipe:
+def described_recipe(tflite_path: Path, described) -> Recipe:
     """The recipe ``tflite_path`` was converted with (its description), checked to be one --explain ranks."""
     if described is None:
         raise ConversionError(f"--explain needs a model converted by gru-edge: {Path(tflite_path).name} has no "
                               "description naming its recipe. Convert it with 'gru-edge convert'.")
-    recipe = Recipe.from_dict(described["recipe"])
+    recipe = Recipe.from_dict(described.recipe)
     check_recipe(recipe)
     return recipe
 
@@ -103,16 +103,16 @@ def rank(keras_model, recipe: Recipe, windows: np.ndarray, input_range: tuple, l
 def explain(model_path: Path, tflite_path: Path, log=lambda m: None) -> Explanation:
     """Where int8 bends ``tflite_path`` (converted by gru-edge from ``model_path``): its recipe's quantized ops ranked
     on the training windows beside the model. ``verify(..., explain=True)`` does the same after its parity check."""
-    from gru_edge import description, graph, runs
+    from gru_edge import card as card_, description, graph, runs
 
     recipe = described_recipe(tflite_path, description.load(tflite_path))
-    card = runs.load_card(model_path)
+    card = card_.load(model_path)
     if card is None:
         raise ConversionError(f"--explain needs the training card beside {Path(model_path).name}, or sample "
                               "windows: use verify --explain --samples FILE.")
     windows = runs.load_windows(model_path, card)["train_x"]
     reference, _ = graph.float32_twin(runs.load_model(model_path))
-    return rank(reference, recipe, windows, (card["input_range"]["min"], card["input_range"]["max"]), log)
+    return rank(reference, recipe, windows, card.value_range, log)
 
 
 def summarize(recipe: str, rows: list[dict], layers: dict[str, str], seconds: float = 0.0) -> Explanation:

@@ -13,7 +13,8 @@ import numpy as np
 from gru_edge import __version__, data, outputs
 from gru_edge.errors import DataError
 from gru_edge.io import quiet_tensorflow
-from gru_edge.runs import CARD, CARD_FORMAT, MODEL, WINDOWS, write_run
+from gru_edge.card import CARD, MODEL, TrainingCard
+from gru_edge.runs import write_run
 
 DEFAULT_WINDOW, SHORT_WINDOW = 12, 4
 
@@ -44,20 +45,20 @@ class TrainResult:
     run_dir: Path
     model_path: Path
     card_path: Path
-    card: dict
+    card: TrainingCard
 
     @property
     def warnings(self) -> list[str]:
         """A forecaster that does not beat the naive or seasonal-naive forecast on the held-out part."""
-        m = self.card["metrics"]
+        m = self.card.metrics
         return [f"the model does not beat the {name.replace('_', '-')} forecast on the held-out part (RMSE "
                 f"{m['heldout_rmse']:.4g} vs {m[name + '_rmse']:.4g} {m['units']}): try --transform, --window or "
                 "more data" for name in m.get("not_beaten_baselines", [])]
 
     def to_dict(self) -> dict:
         return {"run_dir": str(self.run_dir), "model": str(self.model_path), "card": str(self.card_path),
-                **{k: self.card[k] for k in ("metrics", "split", "seed", "transform", "transform_trials")},
-                "epochs": self.card["model"]["epochs"], "warnings": self.warnings}
+                **{k: getattr(self.card, k) for k in ("metrics", "split", "seed", "transform", "transform_trials")},
+                "epochs": self.card.model["epochs"], "warnings": self.warnings}
 
 
 def _resolve_defaults(cfg: TrainConfig, n: int) -> tuple[str, int, int | None]:
@@ -135,8 +136,8 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     for what, e in errors:
         log(f"{what} skipped: {e}")
     with outputs.staged(run_dir, outputs.RUN) as stage:
-        model, card = _fit(cfg, series, prepared, test_size, season, spec, log)
-        write_run(stage, model, card["_windows"], card)
+        model, card, win = _fit(cfg, series, prepared, test_size, season, spec, log)
+        card = write_run(stage, model, win, card)
     run_dir = Path(run_dir)
     return TrainResult(run_dir, run_dir / MODEL, run_dir / CARD, card)
 
@@ -284,8 +285,7 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
     metrics |= {"final_train_loss": float(history[-1]), "train_seconds": round(seconds, 2)}
     raw_min = win.train_raw.reshape(-1, win.train_raw.shape[2]).min(axis=0)
     raw_max = win.train_raw.reshape(-1, win.train_raw.shape[2]).max(axis=0)
-    card = {
-        "format": CARD_FORMAT,
+    card = TrainingCard(**{
         "task": task,
         "data": {"source": series.source, "sha256": series.sha256, "rows": len(series), "column": series.column,
                  "features": list(series.feature_names)},
@@ -304,10 +304,7 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         "season": season,
         "seed": cfg.seed,
         "metrics": metrics,
-        "windows_file": WINDOWS,
-        "files": {},  # the sha256 of the model and windows files this card describes (filled in by write_run)
         "versions": {"gru-edge": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
-        "_windows": win,
-    }
-    return model, card
+    })  # files: the sha256 of the model and windows files it describes (write_run)
+    return model, card, win

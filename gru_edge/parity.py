@@ -217,15 +217,15 @@ def check_bundle(bundle_dir: Path, model: Path | None = None, threads: int = 1, 
         raise ParityError(f"{model_path.name} is {model_path.stat().st_size} bytes; a TFLite flatbuffer is at most "
                           "2 GiB.")
     failures = []
-    if sha256_file(model_path) != b.manifest["model"]["sha256"]:
+    if sha256_file(model_path) != b.manifest.model.sha256:
         if model:
             notes.append(f"{model_path.name} differs from the model the bundle was made with "
-                         f"({b.manifest['model']['file']}); checking it against the same expected outputs")
+                         f"({b.manifest.model.file}); checking it against the same expected outputs")
         else:
             failures.append(f"{model_path.name} is not the model this bundle was made with (its sha256 differs "
                             "from the manifest's): the bundle was changed. Name the model to check with --model")
-    precision = (b.manifest["model"].get("gpu") or {}).get("precision", "fp16")
-    run = run_isolated(model_path, b.inputs, b.manifest["model"]["signature"], threads=threads,
+    precision = (b.manifest.model.gpu or {}).get("precision", "fp16")
+    run = run_isolated(model_path, b.inputs, b.manifest.model.signature, threads=threads,
                        accelerator="gpu" if accelerator == "gpu" else "interpreter", precision=precision,
                        runtime=runtime)
     report = judge(b.expected, run, tol, source, b.targets, b.task, precision)

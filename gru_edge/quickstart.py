@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gru_edge import conversion as convert_mod, model as model_mod, outputs, recipes, report, runs, \
+from gru_edge import card, conversion as convert_mod, model as model_mod, outputs, recipes, report, runs, \
     verification as verify_mod
 
 
@@ -57,7 +57,7 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
         recipes.load(name)
     with outputs.staged(out_dir, outputs.QUICKSTART) as stage:
         trained = model_mod.train(config or model_mod.TrainConfig(), stage / "run", log=log)
-        m = trained.card["metrics"]
+        m = trained.card.metrics
         log(f"held-out RMSE {m['heldout_rmse']:.2f} {m['units']} (naive {m['naive_rmse']:.2f}, seasonal-naive "
             f"{m.get('seasonal_naive_rmse', float('nan')):.2f})")
         converted = convert_mod.convert(trained.model_path, names, stage / "models", log=log).require_all()
@@ -71,8 +71,8 @@ def run(out_dir: Path, config: model_mod.TrainConfig | None = None, recipe_names
                             rep.psnr_db, rep.task.relative_delta if rep.task else None, rep.passed,
                             out_dir / "bundles" / cm.recipe))
             log(f"  verified {cm.recipe}: {'PASS' if rep.passed else 'FAIL'}")
-        trained = replace(trained, run_dir=out_dir / "run", model_path=out_dir / "run" / runs.MODEL,
-                          card_path=out_dir / "run" / runs.CARD)
+        trained = replace(trained, run_dir=out_dir / "run", model_path=out_dir / "run" / card.MODEL,
+                          card_path=out_dir / "run" / card.CARD)
         result = QuickstartResult(out_dir, trained, tuple(rows), round(time.perf_counter() - started, 1))
         (stage / "summary.json").write_text(json.dumps({"format": outputs.SUMMARY_FORMAT, **result.to_dict()}, indent=2)
                                             + "\n")

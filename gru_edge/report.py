@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gru_edge import card as card_
 from gru_edge.errors import GruEdgeError
 
 REPORT = "report.html"
@@ -116,10 +117,14 @@ def write(folder: Path, log=lambda msg: None) -> Report:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ReportError("The report draws with matplotlib: pip install 'gru-edge[train]'.") from None
-    card = json.loads((folder / "run" / "training.json").read_text())
-    with np.load(folder / "run" / "windows.npz") as z:
+    model_path = folder / "run" / card_.MODEL
+    card = card_.load(model_path)
+    if card is None:
+        raise ReportError(f"{folder / 'run'} holds no training card ({card_.CARD}); make the folder again with "
+                          f"'gru-edge quickstart -o {folder}'.")
+    with np.load(card_.windows_file(model_path, card)) as z:
         windows = {k: z[k] for k in z.files}
-    units = (card.get("task") or {}).get("units") or "data units"
+    units = card.units
     series, split = _series(windows)
     heldout = len(windows["test_x"])
     first = windows["test_first_target"].astype(int)
@@ -143,7 +148,7 @@ def write(folder: Path, log=lambda msg: None) -> Report:
         raise ReportError(f"{summary_path} lists no recipes: nothing to report.")
 
     figures: list[tuple[str, str, str]] = []  # (title, caption, base64 png)
-    metrics = card.get("metrics") or {}
+    metrics = card.metrics
     t = np.arange(len(series))
 
     # 1. The series, its split and the original model's forecasts
@@ -155,7 +160,7 @@ def write(folder: Path, log=lambda msg: None) -> Report:
     ax.set_xlabel("time step")
     ax.set_ylabel(units)
     ax.legend(loc="upper left")
-    ax.set_title(f"{card['data'].get('column', 'series')}: held-out RMSE {metrics.get('heldout_rmse', float('nan')):.4g}"
+    ax.set_title(f"{card.data.get('column', 'series')}: held-out RMSE {metrics.get('heldout_rmse', float('nan')):.4g}"
                  f" (naive {metrics.get('naive_rmse', float('nan')):.4g})")
     figures.append(("The series and the forecasts", "The target column in the data's units: the training part, "
                     "the held-out part (after the dashed line) and the original model's one-step forecasts of it.",
@@ -216,7 +221,7 @@ def write(folder: Path, log=lambda msg: None) -> Report:
             "</title><style>body{font-family:sans-serif;max-width:1150px;margin:2em auto}img{max-width:100%}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
             "</style></head><body>"
-            f"<h1>gru-edge report: {html.escape(card['data'].get('source', ''))}</h1>"
+            f"<h1>gru-edge report: {html.escape(card.data.get('source', ''))}</h1>"
             f"<p>Held-out RMSE {metrics.get('heldout_rmse', float('nan')):.4g} {html.escape(units)} (naive "
             f"{metrics.get('naive_rmse', float('nan')):.4g}, seasonal-naive "
             f"{metrics.get('seasonal_naive_rmse', float('nan')):.4g}); {len(rows)} recipes.</p>"

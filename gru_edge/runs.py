@@ -10,63 +10,25 @@ from pathlib import Path
 import numpy as np
 
 from gru_edge import data
+from gru_edge.card import MODEL, WINDOWS, TrainingCard, windows_file
 from gru_edge.errors import ModelError
 from gru_edge.graph import RECURRENT, all_layers
-from gru_edge.io import quiet_tensorflow, read_json_doc, sha256_file
-
-MODEL = "model.keras"
-CARD = "training.json"
-WINDOWS = "windows.npz"
-CARD_FORMAT = "gru-edge-training/3"  # /2: the card names its model's and windows' sha256; /3: raw units in and out
+from gru_edge.io import quiet_tensorflow
 
 
-def write_run(folder: Path, model, win: data.Windows, card: dict) -> None:
+def write_run(folder: Path, model, win: data.Windows, card: TrainingCard) -> TrainingCard:
     """Write the run's three files into ``folder``; the card names the other two by their sha256. The windows are
-    what the saved model reads and returns: raw values, targets in the data's units."""
-    card.pop("_windows", None)
+    what the saved model reads and returns: raw values, targets in the data's units. Returns the card written."""
     model.save(folder / MODEL)
     with open(folder / WINDOWS, "wb") as fh:
         np.savez(fh, train_x=win.train_raw, train_y=win.train_truth, test_x=win.test_raw, test_y=win.test_truth,
                  test_first_target=win.test_first_target)
-    card["files"] = {name: sha256_file(folder / name) for name in (MODEL, WINDOWS)}
-    (folder / CARD).write_text(json.dumps(card, indent=2) + "\n")
-
-
-def load_card(model_path: Path) -> dict | None:
-    """Return the training card beside ``model_path`` (or None when there is none), after checking that it was
-    written for that model file (and, when the windows are read, for those windows)."""
-    path = Path(model_path).parent / CARD
-    if not path.is_file():
-        return None
-    card = read_json_doc(path, ModelError, "train again or remove it")
-    fmt = card.get("format") if isinstance(card, dict) else None
-    if fmt in ("gru-edge-training/1", "gru-edge-training/2"):
-        raise ModelError(f"{path} was written by an older gru-edge (its model reads scaled values, not the data's "
-                         "units); train again (gru-edge train) to use it.")
-    if fmt != CARD_FORMAT:
-        raise ModelError(f"{path} is not a gru-edge training card (format {fmt!r}).")
-    _check_bound(card, path, Path(model_path), MODEL)
+    card = card.bound(folder)
+    card.write(folder)
     return card
 
 
-def _check_bound(card: dict, card_path: Path, file: Path, role: str) -> None:
-    want = (card.get("files") or {}).get(role)
-    if want != sha256_file(file):
-        raise ModelError(f"{card_path.name} in {card_path.parent} was written for another {role} than {file} "
-                         f"(sha256 differs): the folder's files do not belong together. Train again, or move "
-                         f"{file.name} to a folder of its own.")
-
-
-def windows_file(model_path: Path, card: dict) -> Path:
-    """The windows file beside ``model_path``, checked against the card that names it."""
-    path = Path(model_path).parent / WINDOWS
-    if not path.is_file():
-        raise ModelError(f"{path} is missing; it is written by 'gru-edge train' beside the model.")
-    _check_bound(card, path.parent / CARD, path, WINDOWS)
-    return path
-
-
-def load_windows(model_path: Path, card: dict) -> dict[str, np.ndarray]:
+def load_windows(model_path: Path, card: TrainingCard) -> dict[str, np.ndarray]:
     path = windows_file(model_path, card)
     with np.load(path) as z:
         return {k: z[k] for k in z.files}

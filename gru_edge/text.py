@@ -104,11 +104,10 @@ def inspection(name: str, info, findings, description: dict | None = None, runti
              "signatures:", *(f"  {sig.key}: {fmt(sig.inputs)} -> {fmt(sig.outputs)}" for sig in info.signatures),
              f"ops ({len(info.ops)}):"]
     if description:
-        task, gpu_settings = description.get("task") or {}, description.get("gpu")
-        source = description.get("source_model") or {}
-        lines.insert(1, f"described by {description.get('tool')}: recipe {description['recipe']['name']}, from "
+        task, gpu_settings, source = description.task or {}, description.gpu, description.source_model
+        lines.insert(1, f"described by {description.tool}: recipe {description.recipe_name}, from "
                         f"{Path(str(source.get('path'))).name} (sha256 {str(source.get('sha256'))[:12]}), "
-                        f"{description.get('form') or 'chain'}, units {task.get('units') or 'not named'}, GPU "
+                        f"{description.form or 'chain'}, units {task.get('units') or 'not named'}, GPU "
                         f"{'{precision} (fallback {fallback})'.format(**gpu_settings) if gpu_settings else 'not asked'}")
     else:
         lines.insert(1, "described: no (not converted by gru-edge: no description inside, no sidecar)")
@@ -149,19 +148,19 @@ def json_document(result: dict | None, exit_code: int = 0, error: str | None = N
 def train_summary(result) -> list[str]:
     """What ``train`` prints: files, the transform, held-out metrics beside the baselines, a warning when the model
     does not beat them."""
-    card, m = result.card, result.card["metrics"]
+    card, m = result.card, result.card.metrics
     lines = [f"model:     {result.model_path}", f"card:      {result.card_path}"]
-    if card["task"]["kind"] == "classification":
-        return lines + [f"held-out accuracy ({card['split']['heldout_windows']} windows): "
+    if card.kind == "classification":
+        return lines + [f"held-out accuracy ({card.split['heldout_windows']} windows): "
                         f"{m['heldout_accuracy']:.2%} (majority class: {m['majority_class_accuracy']:.2%})"]
-    tr, unit = card["transform"], m["units"]
+    tr, unit = card.transform, m["units"]
     chosen = " (chosen on the validation split)" if tr["requested"] == "auto" else ""
     lines += [f"transform: {tr['spec']}{chosen}, inside the model: it reads and returns {unit}",
-              f"window:    {card['window']} steps; head shrink {card['model']['shrink']:.2f} (its fit on the "
+              f"window:    {card.window} steps; head shrink {card.model['shrink']:.2f} (its fit on the "
               "validation split; 0 forecasts the training part's mean, of the change when differenced)",
-              f"epochs:    {card['model']['epochs']} (early stopping on the last {card['split']['validation_rows']} "
+              f"epochs:    {card.model['epochs']} (early stopping on the last {card.split['validation_rows']} "
               "training values)",
-              f"held-out RMSE ({card['split']['heldout_windows']} windows, {unit}): {m['heldout_rmse']:.3f}",
+              f"held-out RMSE ({card.split['heldout_windows']} windows, {unit}): {m['heldout_rmse']:.3f}",
               f"  naive:          {m['naive_rmse']:.3f}"]
     if "seasonal_naive_rmse" in m:
         lines.append(f"  seasonal-naive: {m['seasonal_naive_rmse']:.3f}")

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from gru_edge import arrays, data, framing, graph, outputs, parity, recipes, runs, tflite_model
-from gru_edge import explain as explain_
+from gru_edge import card as card_, explain as explain_
 from gru_edge.bundle import Task, write_bundle_files
-from gru_edge.description import load as load_sidecar
+from gru_edge.description import ModelDescription, load as load_sidecar
 from gru_edge.errors import ParityError
 from gru_edge.io import sha256_file
 from gru_edge.runtime import run_isolated
@@ -49,9 +49,9 @@ def make_samples(model_path: Path | None, card: dict | None, input_shape: tuple,
     if card is not None:
         win = runs.load_windows(model_path, card)
         base, targets = win["test_x"], win["test_y"]
-        if card["task"]["kind"] == "classification":  # class indices -> one-hot, shaped like the outputs
+        if card.kind == "classification":  # class indices -> one-hot, shaped like the outputs
             targets = np.eye(n_outputs, dtype=np.float32)[targets[:, 0].astype(np.int64)]
-        lo, hi = card["input_range"]["min"], card["input_range"]["max"]
+        lo, hi = card.value_range
         source, first = "training card: held-out windows + edge cases", "heldout"
     else:
         rng = np.random.default_rng(seed)
@@ -93,7 +93,7 @@ def _with_edges(base, targets, lo, hi, first: str, source: str, n_outputs: int) 
     return Samples(inputs, targets, kinds, source)
 
 
-def tolerances_for(tflite_path: Path, sidecar: dict | None,
+def tolerances_for(tflite_path: Path, sidecar: ModelDescription | None,
                    recipe_name: str | None) -> tuple[recipes.Tolerances, str, str, list[str]]:
     """The limits to apply: (tolerances, recipe name, where they came from, notes)."""
     if recipe_name:
@@ -101,7 +101,7 @@ def tolerances_for(tflite_path: Path, sidecar: dict | None,
         return r.verify, r.name, f"recipe {r.name}, given with --recipe", []
     if sidecar:
         try:
-            r = recipes.Recipe.from_dict(sidecar["recipe"])
+            r = recipes.Recipe.from_dict(sidecar.recipe)
         except (TypeError, KeyError) as e:
             raise ParityError(f"The sidecar of {tflite_path.name} holds no recipe gru-edge can read ({e}); convert "
                               "the model again.") from None
@@ -112,13 +112,14 @@ def tolerances_for(tflite_path: Path, sidecar: dict | None,
         f"{tflite_path.name} has no gru-edge description (inside or sidecar): using the float32 recipe's tolerances (pass --recipe to choose)"]
 
 
-def check_identity(keras_path: Path | None, tflite_path: Path, sidecar: dict | None, keras_model=None) -> list[str]:
+def check_identity(keras_path: Path | None, tflite_path: Path, sidecar: ModelDescription | None,
+                   keras_model=None) -> list[str]:
     """ParityError when the sidecar says ``tflite_path`` was converted from another model than ``keras_path`` (or,
     for a model held in memory, from other weights)."""
     what = str(keras_path) if keras_path else f"the model in memory ({keras_model.name})"
     if sidecar is None:
         return [f"{tflite_path.name} has no gru-edge description: gru-edge cannot confirm it was made from {what}"]
-    made_from = sidecar["source_model"]
+    made_from = sidecar.source_model
     theirs = made_from["sha256"]
     same = keras_path is not None and theirs == sha256_file(keras_path)
     if not same and (made_from.get("weights_sha256") or keras_path is None):
@@ -175,7 +176,7 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
             raise ParityError(f"{tflite_path.name} takes input {' and '.join(map(str, taken)) or 'nothing'} but "
                               f"{name} takes [N, {', '.join(map(str, input_shape))}]: they are not the same "
                               f"model. Convert {name} again.")
-        card = runs.load_card(keras_path) if keras_path else None
+        card = card_.load(keras_path) if keras_path else None
         if samples is not None:
             smp = user_samples(samples, targets, input_shape, o, graph.vocabulary(keras_model),
                                graph.is_classifier(keras_model))
@@ -183,7 +184,8 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
             smp = make_samples(keras_path, card, input_shape, o, framing_=framing.of_model(keras_model),
                                vocabulary=graph.vocabulary(keras_model))
         expected_arr = np.asarray(reference(smp.inputs, training=False), np.float32).reshape(len(smp.inputs), -1)
-        precision = ((sidecar or {}).get("gpu") or {}).get("precision", "fp16")
+        gpu_settings = sidecar.gpu if sidecar else None
+        precision = (gpu_settings or {}).get("precision", "fp16")
         flat = smp.inputs.reshape(len(smp.inputs), input_shape[0], -1)  # [N, T, F]; [N, T, 1] for token ids
         run = run_isolated(tflite_path, flat, accelerator="gpu" if accelerator == "gpu" else "interpreter",
                            precision=precision, runtime=runtime)
@@ -199,13 +201,12 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
         if stage is not None:
             write_bundle_files(stage, tflite_path, recipe, run.signature, run.input_name, flat, expected,
                                tol, smp.kinds, smp.source, smp.targets if task else None, task,
-                               report.task.reference if report.task else None, (sidecar or {}).get("gpu"))
+                               report.task.reference if report.task else None, gpu_settings)
     explanation = None
     if ranked is not None:
         windows, lo_hi = smp.inputs, arrays.value_range(smp.inputs)
         if card is not None:
-            windows, lo_hi = runs.load_windows(keras_path, card)["train_x"], (card["input_range"]["min"],
-                                                                              card["input_range"]["max"])
+            windows, lo_hi = runs.load_windows(keras_path, card)["train_x"], card.value_range
         explanation = explain_.rank(reference, ranked, windows, lo_hi, log)
     return VerifyResult(report, recipe, smp, Path(bundle_dir) if bundle_dir is not None else None, explanation)
 
@@ -224,8 +225,7 @@ def _user_task(targets: np.ndarray | None, classifier: bool) -> Task | None:
 def _task(card: dict | None) -> Task | None:
     if card is None:
         return None
-    if card["task"]["kind"] == "classification":
+    if card.kind == "classification":
         return Task("classification", "accuracy", 1.0, 0.0, "fraction of held-out windows")
     # The model returns the data's units (gru_edge.framing): the metric needs no rescaling.
-    return Task(card["task"]["kind"], card["task"]["metric"], 1.0, 0.0,
-                f"data units: {card['task'].get('units') or card['data']['column']}")
+    return Task(card.kind, card.task["metric"], 1.0, 0.0, f"data units: {card.units}")

@@ -74,12 +74,12 @@ def cls_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def r2_raw(r2_run, tmp_path_factory) -> dict[str, bytes]:
     """What TensorFlow's converter wrote for R2, per shipped recipe, before gru-edge's step ranges and compaction."""
-    from gru_edge import conversion, recipes, runs
+    from gru_edge import card as card_, conversion, recipes
 
     keras_path = r2_run / "model.keras"
-    card = runs.load_card(keras_path)
+    card = card_.load(keras_path)
     chosen = [recipes.load(n) for n in recipes.shipped_names()]
     scratch = tmp_path_factory.mktemp("r2-raw")
-    proc = conversion._run_worker(keras_path, chosen, card, runs.windows_file(keras_path, card), str(scratch))
+    proc = conversion._run_worker(keras_path, chosen, card, card_.windows_file(keras_path, card), str(scratch))
     done, _, _ = conversion._read_events(proc, {r.name: r for r in chosen})
     return {name: Path(event["file"]).read_bytes() for name, event in done.items()}

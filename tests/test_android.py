@@ -33,9 +33,8 @@ def gpu_model_and_bundle(r1_run, r1_converted, tmp_path_factory):
 def test_committed_default_model_and_bundle_verify_on_desktop():
     assert not (ASSETS / "model.json").exists()  # the model describes itself
     side = load_description(ASSETS / "model.tflite")
-    assert side["recipe"]["name"] == "android-gpu" and side["gpu"]["precision"] == "fp16"
-    assert side["signatures"] == ["serving_default", "step"] and side["step_signature"]["inputs"][1]["name"] == \
-        "state_0"
+    assert side.recipe_name == "android-gpu" and side.gpu["precision"] == "fp16"
+    assert side.signatures == ["serving_default", "step"] and side.step_signature["inputs"][1]["name"] == "state_0"
     report = parity.check_bundle(ASSETS / "bundle", ASSETS / "model.tflite")
     assert report.passed and report.samples == 28 and report.streaming["passed"]
     assert report.notes == ()  # the committed bundle was made for the committed model (same sha256)
@@ -91,7 +90,7 @@ def test_android_takes_the_model_alone(demo_copy, gpu_model_and_bundle, tmp_path
     result = install(lone, bundle, demo_copy)
     assert result.assets[0] == "model.tflite"
     installed = demo_copy / "app" / "src" / "main" / "assets" / "gru_edge" / "model.tflite"
-    assert load_description(installed)["gpu"] == {"precision": "fp16", "fallback": "cpu"}
+    assert load_description(installed).gpu == {"precision": "fp16", "fallback": "cpu"}
 
 
 def test_android_refuses_a_model_gru_edge_did_not_describe(demo_copy, gpu_model_and_bundle, tmp_path):

@@ -23,7 +23,7 @@ def test_met_by_the_smallest_recipe(r1_run, tmp_path):
     from gru_edge.io import sha256_file
 
     assert result.bundle == tmp_path / "bundle.dynamic-int8"
-    assert read_bundle(result.bundle).manifest["model"]["sha256"] == sha256_file(result.chosen.path)
+    assert read_bundle(result.bundle).manifest.model.sha256 == sha256_file(result.chosen.path)
     assert parity.check_bundle(result.bundle, result.chosen.path).passed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.dynamic-int8", "model.dynamic-int8.json",
                                                           "model.dynamic-int8.tflite"]

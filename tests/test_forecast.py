@@ -78,11 +78,11 @@ def test_auto_transform_and_int8_on_a_series_that_leaves_its_training_range(tmp_
     run = model.train(model.TrainConfig(data=str(csv), column="y", units=16, epochs=40, season=12, patience=8),
                       tmp_path / "run")
     card = run.card
-    assert card["transform"]["requested"] == "auto" and "diff" in card["transform"]["spec"]
-    assert card["transform_trials"] and card["model"]["epochs"] <= 40
+    assert card.transform["requested"] == "auto" and "diff" in card.transform["spec"]
+    assert card.transform_trials and card.model["epochs"] <= 40
     win = np.load(run.run_dir / "windows.npz")
     assert win["test_x"][:, :, 0].max() > win["train_x"][:, :, 0].max() + 10  # beyond the training range
-    assert run.warnings == [] and card["metrics"]["not_beaten_baselines"] == []
+    assert run.warnings == [] and card.metrics["not_beaten_baselines"] == []
     # int8 with a step signature too (a ring of lagged frames, calibrated step by step).
     from test_streaming import STREAMING
 
@@ -177,14 +177,14 @@ def test_auto_compares_a_short_window_on_a_series_without_a_season(tmp_path):
     csv = _trend_csv(tmp_path / "s.csv")
     quick = dict(data=str(csv), column="y", units=4, epochs=3, patience=2)
     card = model.train(model.TrainConfig(**quick), tmp_path / "auto").card
-    trials = card["transform_trials"]
+    trials = card.transform_trials
     assert sorted(t["window"] for t in trials) == [4] * (len(trials) // 2) + [12] * (len(trials) // 2)
     best = min(trials, key=lambda t: t["validation_score"])
-    assert (card["window"], card["transform"]["spec"]) == (best["window"], best["transform"])
-    assert card["input_steps"] == card["window"] + card["framing"]["lag"]
+    assert (card.window, card.transform["spec"]) == (best["window"], best["transform"])
+    assert card.input_steps == card.window + card.framing["lag"]
     for extra in ({"window": 6}, {"season": 12}):
         card = model.train(model.TrainConfig(**quick, **extra), tmp_path / str(extra)).card
-        assert {t["window"] for t in card["transform_trials"]} == {extra.get("window", 12)}
+        assert {t["window"] for t in card.transform_trials} == {extra.get("window", 12)}
 
 
 def test_a_level_far_from_zero_survives_float16_and_int8(tmp_path):
@@ -202,7 +202,7 @@ def test_a_level_far_from_zero_survives_float16_and_int8(tmp_path):
     csv.write_text("level\n" + "\n".join(f"{579 + v:.3f}" for v in y) + "\n")
     run = model.train(model.TrainConfig(data=str(csv), column="level", transform="log", window=4, units=8,
                                         epochs=20, patience=5), tmp_path / "run")
-    assert framing.Framing.from_dict(run.card["framing"]).centre() is not None
+    assert framing.Framing.from_dict(run.card.framing).centre() is not None
     for m in conversion.convert(run.model_path, ["float16", "int8"], tmp_path / "m").models:
         rep = verification.verify(run.model_path, m.path).report
         assert rep.passed, (m.recipe, rep.failures)

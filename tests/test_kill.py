@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gru_edge import bundle as bundle_mod, runs
+from gru_edge.card import load as load_card
 from gru_edge.description import load as load_sidecar
 from gru_edge.io import sha256_file
 
@@ -40,29 +41,29 @@ def _timed(args: list, cwd: Path) -> float:
 
 
 def _whole_run(folder: Path) -> bool:
-    card = runs.load_card(folder / "model.keras")  # raises unless the card is bound to this model
+    card = load_card(folder / "model.keras")  # raises unless the card is bound to this model
     runs.load_windows(folder / "model.keras", card)  # ... and to these windows
-    return set(_tree(folder)) == {"model.keras", "training.json", "windows.npz"} and card["seed"] == 1
+    return set(_tree(folder)) == {"model.keras", "training.json", "windows.npz"} and card.seed == 1
 
 
 def _whole_models(folder: Path, source: Path) -> bool:
     names = set(_tree(folder))
     for tflite in folder.glob("*.tflite"):
         side = load_sidecar(tflite)  # raises unless bound to this .tflite
-        if side["source_model"]["sha256"] != sha256_file(source):
+        if side.source_model["sha256"] != sha256_file(source):
             return False
     return names == {"model.float32.tflite", "model.float32.json"}
 
 
 def _whole_bundle(folder: Path, recipe: str) -> bool:
     b = bundle_mod.read_bundle(folder)
-    return b.recipe == recipe and sha256_file(b.model_path) == b.manifest["model"]["sha256"]
+    return b.recipe == recipe and sha256_file(b.model_path) == b.manifest.model.sha256
 
 
 def _whole_assets(folder: Path, new_model: Path) -> bool:
     load_sidecar(folder / "model.tflite")
     b = bundle_mod.read_bundle(folder / "bundle")
-    return sha256_file(folder / "model.tflite") == sha256_file(new_model) == b.manifest["model"]["sha256"]
+    return sha256_file(folder / "model.tflite") == sha256_file(new_model) == b.manifest.model.sha256
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def _python_verdict(b: Path) -> dict:
         bundle = bundle_mod.read_bundle(b)
     except ParityError as e:
         return {"error": str(e)}
-    first = bundle.manifest["outputs"][0]["name"]
+    first = bundle.manifest.outputs[0].name
     rep = parity.compare(bundle.expected, {first: np.load(b / "actual.npy")}, bundle.tolerances, bundle.targets,
                          bundle.task)
     return {"passed": rep.passed, "samples": rep.samples, "max_abs_error": rep.max_abs_error,

@@ -106,7 +106,7 @@ def _bundle(tmp_path, model_bytes=b"TFL3-not-really"):
 def test_bundle_round_trip(tmp_path):
     path = _bundle(tmp_path)
     b = bundle.read_bundle(path)
-    assert b.manifest["format"] == "gru-edge-parity/1"
+    assert b.manifest.format == "gru-edge-parity/1"
     assert b.inputs.shape == (5, 4, 2) and b.expected["y"].shape == (5, 1) and b.targets.shape == (5, 1)
     assert b.tolerances == TOL and b.task.metric == "rmse"
     assert (path / "model.x.tflite").read_bytes() == b"TFL3-not-really"

@@ -59,12 +59,12 @@ from gru_edge import description, text
 from gru_edge.android import init, install
 report = check_bundle({str(tmp_path / 'bundle')!r})
 found = inspect({str(model.path)!r})
-assert description.load({str(model.path)!r})["recipe"]["name"] == "int8"
+assert description.load({str(model.path)!r}).recipe_name == "int8"
 text.parity_report(report, "bundle")
 text.inspection("model", found.model, list(found.gpu_findings), found.description, found.runtime)
 demo = init({str(tmp_path / 'demo')!r})
 assert "model.tflite" in install({str(model.path)!r}, {str(tmp_path / 'bundle')!r}, demo).assets
-print(report.passed, found.description["recipe"]["name"])
+print(report.passed, found.description.recipe_name)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
