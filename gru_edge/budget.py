@@ -43,9 +43,25 @@ class BudgetResult:
     tries: tuple[Try, ...]
     bundle: Path | None = None  # the kept model's parity bundle
 
+    @property
+    def closest(self) -> Try | None:
+        """The try whose task metric changed least, when none was within the budget."""
+        measured = [t for t in self.tries if t.task_delta is not None]
+        return None if self.chosen else min(measured, key=lambda t: abs(t.task_delta), default=None)
+
+    @property
+    def failure(self) -> str | None:
+        """Why nothing was kept (None when a model was), naming the closest try."""
+        if self.chosen is not None:
+            return None
+        hint = f" The closest was {self.closest.recipe} ({self.closest.task_delta:+.2%})." if self.closest else ""
+        return (f"No candidate stays within the {self.budget:.2%} budget ({len(self.tries)} tried).{hint} Raise the "
+                "budget or add larger recipes to --to.")
+
     def to_dict(self) -> dict:
         return {"budget": self.budget, "chosen": self.chosen.to_dict() if self.chosen else None,
-                "bundle": str(self.bundle) if self.bundle else None, "tries": [t.to_dict() for t in self.tries]}
+                "bundle": str(self.bundle) if self.bundle else None, "tries": [t.to_dict() for t in self.tries],
+                "closest": self.closest.recipe if self.closest else None}
 
 
 def parse_budget(text: str) -> float:

@@ -226,13 +226,7 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
     from gru_edge.budget import search
 
     result = search(model, budget, out_dir, names, log=log)
-    failure = None
-    if result.chosen is None:
-        best = min((t for t in result.tries if t.task_delta is not None), key=lambda t: abs(t.task_delta),
-                   default=None)
-        hint = f" The closest was {best.recipe} ({best.task_delta:+.2%})." if best else ""
-        failure = (f"No candidate stays within the {budget:.2%} budget ({len(result.tries)} tried).{hint} Raise the "
-                   "budget or add larger recipes to --to.")
+    failure = result.failure
     if as_json:
         _emit_json(result.to_dict(), 1 if failure else 0, failure)
         sys.exit(1 if failure else 0)

@@ -42,6 +42,9 @@ def test_met_only_with_selective_fallback(r1_run, tmp_path):
     plain, fallback = everything.tries  # ordered by size: plain int8 is smaller
     assert plain.recipe == "int8" and fallback.recipe == "int8-float100" and fallback.size_bytes > plain.size_bytes
     assert abs(fallback.task_delta) < abs(plain.task_delta)
+    assert everything.chosen is None and everything.closest == fallback  # for Python callers and --json too
+    assert f"The closest was {fallback.recipe}" in everything.failure
+    assert everything.to_dict()["closest"] == fallback.recipe
     budget = (abs(plain.task_delta) + abs(fallback.task_delta)) / 2
     result = search(r1_run / "model.keras", budget, tmp_path / "out", ["int8"], fallbacks=(1.0,))
     assert [t.accepted for t in result.tries] == [False, True]
