@@ -454,17 +454,24 @@ def quickstart(out_dir, epochs, seed, as_json, log):
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="For a folder of converted models: the run folder that trained their model (default: the one "
+                   "their descriptions name)")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="The page to write (default: FOLDER/report.html)")
 @command
-def report(folder, as_json, log):
-    """Draw FOLDER/report.html for a quickstart folder: series and forecasts, every model, errors, size, latency.
+def report(folder, run_dir, out, as_json, log):
+    """Draw a one-page HTML report on a quickstart folder or on a folder of converted models: the series and the
+    forecasts, every model against the original, errors, streaming error per time step, size, latency.
 
     \b
-    Example:
+    Examples:
       gru-edge report quickstart-out
+      gru-edge report out --run runs/airline
     """
     from gru_edge.report import write
 
-    result = write(folder, log=log)
+    result = write(folder, log=log, run=run_dir, out=out)
     if as_json:
         return _emit_json(result.to_dict())
     click.echo(f"{result.path}: {len(result.figures)} pictures ({'; '.join(result.figures)}) and the table of "

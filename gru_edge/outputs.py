@@ -37,6 +37,8 @@ from gru_edge.io import sha256_file
 _TAG = ".gru-edge-"
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.gru-edge-(?P<old>old-)?(?P<host>[A-Za-z0-9]+)-(?P<pid>\d{1,9})"
                        r"-[A-Za-z0-9_]+$")
+REPORT = "report.html"  # gru-edge report's page, in a quickstart folder or a models folder
+REPORT_HEAD = '<!doctype html><html><head><meta charset="utf-8"><title>gru-edge report'  # every report starts so
 SUMMARY_FORMAT = "gru-edge-quickstart/1"  # quickstart's summary.json, which marks its folder
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
@@ -90,9 +92,23 @@ def _described(model: Path) -> bool:
         return False
 
 
+def is_report(p: Path) -> bool:
+    """``p`` is a page gru-edge report wrote (or a leftover of one being written)."""
+    if re.fullmatch(rf"\.{re.escape(REPORT)}\.gru-edge-\d+", p.name):
+        return _file(p)
+    try:
+        with open(p, "rb") as fh:
+            return _file(p) and fh.read(len(REPORT_HEAD)) == REPORT_HEAD.encode()
+    except OSError:
+        return False
+
+
 def _foreign_models(folder: Path) -> list[str]:
     foreign = []
     for p in _entries(folder):
+        if p.name == REPORT or p.name.startswith(f".{REPORT}.gru-edge-"):  # gru-edge report on these models
+            foreign += [] if is_report(p) else [p.name]
+            continue
         if re.fullmatch(r"bundle\.[A-Za-z0-9._-]+", p.name) and p.is_dir() and not p.is_symlink():
             foreign += [f"{p.name}/{sub}" for sub in _foreign_bundle(p)]  # --budget: the kept model's bundle
             continue
@@ -148,7 +164,7 @@ def _foreign_bundles(folder: Path) -> list[str]:
 def _foreign_quickstart(folder: Path) -> list[str]:
     if _format(_json(folder / "summary.json")) != SUMMARY_FORMAT:
         return [p.name for p in _entries(folder)]
-    return _foreign_within(folder, {"summary.json": None, "report.html": None, "run": _foreign_run,
+    return _foreign_within(folder, {"summary.json": None, REPORT: None, "run": _foreign_run,
                                     "models": _foreign_models, "bundles": _foreign_bundles}, "summary.json")
 
 
@@ -323,7 +339,8 @@ class Staging:
                 for p in _entries(self.target):
                     # a bundle goes with its model: not carried over when that recipe was made again
                     replaced = p.name.startswith("bundle.") and (self.path / f"model.{p.name[7:]}.tflite").exists()
-                    if not (self.path / p.name).exists() and not replaced:
+                    stale = p.name == REPORT or p.name.startswith(f".{REPORT}.")  # it drew the models replaced
+                    if not (self.path / p.name).exists() and not replaced and not stale:
                         _link(p, self.path / p.name)
             _sync(self.path)
             if not self.target.exists():

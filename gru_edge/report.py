@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import card as card_
+from gru_edge import card as card_, outputs
+from gru_edge.outputs import REPORT
 from gru_edge.errors import GruEdgeError
 
-REPORT = "report.html"
 
 
 class ReportError(GruEdgeError):
@@ -95,13 +95,38 @@ def _latency_us(runner, x: np.ndarray, runs: int = 200) -> float:
     return float(np.median(times) * 1e6)
 
 
-def write(folder: Path, log=lambda msg: None) -> Report:
-    """Write ``folder``/report.html for a quickstart folder (run/, models/, bundles/, summary.json)."""
-    from gru_edge import outputs, tflite_model
-    from gru_edge.bundle import read_bundle
-    from gru_edge.runtime import Runner
+@dataclass(frozen=True)
+class _Entry:
+    """One converted model and the parity bundle it was verified with."""
 
+    recipe: str
+    model: Path
+    bundle: object  # gru_edge.bundle.Bundle
+    psnr_db: float | None
+    task_delta: float | None
+    passed: bool
+
+
+def write(folder: Path, log=lambda msg: None, run: Path | None = None, out: Path | None = None) -> Report:
+    """Draw the report on ``folder``: a quickstart folder (run/, models/, bundles/, summary.json; the report is
+    FOLDER/report.html, no TensorFlow needed), or a folder of models 'gru-edge convert' wrote, each verified here
+    against the Keras model it was converted from (its description names it; ``run``: that model's run folder,
+    when it has moved) on the run's held-out windows; that report is ``out``, by default FOLDER/report.html."""
     folder = Path(folder)
+    if (folder / "summary.json").is_file():
+        if run is not None:
+            raise ReportError(f"{folder} is a quickstart folder: it holds its run; give no --run.")
+        return _quickstart(folder, out or folder / REPORT, log)
+    if folder.is_dir() and any(folder.glob("model.*.tflite")):
+        return _converted(folder, run, out or folder / REPORT, log)
+    raise ReportError(f"{folder} is neither a quickstart folder (summary.json) nor a folder of converted models "
+                      f"(model.RECIPE.tflite); make one with 'gru-edge quickstart -o {folder}' or 'gru-edge convert "
+                      f"MODEL.keras --to RECIPES -o {folder}'.")
+
+
+def _quickstart(folder: Path, target: Path, log) -> Report:
+    from gru_edge.bundle import read_bundle
+
     summary_path = folder / "summary.json"
     try:
         summary = json.loads(summary_path.read_text())
@@ -110,6 +135,54 @@ def write(folder: Path, log=lambda msg: None) -> Report:
     if not isinstance(summary, dict) or summary.get("format") != outputs.SUMMARY_FORMAT:
         raise ReportError(f"{folder} is not a quickstart folder (no {summary_path.name} of format "
                           f"{outputs.SUMMARY_FORMAT}); make one with 'gru-edge quickstart -o {folder}'.")
+    entries = [_Entry(e["recipe"], folder / "models" / Path(e["model"]).name,
+                      read_bundle(folder / "bundles" / e["recipe"]), e.get("psnr_db"), e.get("task_metric_delta"),
+                      bool(e["passed"])) for e in summary["recipes"]]
+    if not entries:
+        raise ReportError(f"{summary_path} lists no recipes: nothing to report.")
+    return _draw(folder / "run" / card_.MODEL, entries, target, str(folder), log)
+
+
+def _converted(folder: Path, run: Path | None, target: Path, log) -> Report:
+    """Each model of a convert folder verified against its Keras original into a temporary bundle, then drawn."""
+    import tempfile
+
+    from gru_edge import description, runs
+    from gru_edge.bundle import read_bundle
+    from gru_edge.verification import verify
+
+    models = sorted(folder.glob("model.*.tflite"))
+    sources = set()
+    for m in models:
+        described = description.load(m)
+        if described is None:
+            raise ReportError(f"{m} carries no gru-edge description: the report needs the model it was converted "
+                              "from. Convert it with 'gru-edge convert'.")
+        sources.add(described.source_model["path"])
+    # the source as convert was given it (absolute, or relative to where it ran); verify checks its sha256
+    keras_path = Path(run) / card_.MODEL if run is not None else Path(sorted(sources)[0])
+    if run is None and (len(sources) != 1 or not keras_path.is_file()):
+        raise ReportError(f"The models in {folder} name {', '.join(sorted(sources))} as their source, which is not "
+                          "one file found from here: give the run folder that trained them with --run DIR.")
+    if card_.load(keras_path) is None:
+        raise ReportError(f"{keras_path.parent} holds no training card ({card_.CARD}): the report draws the run's "
+                          "series and held-out windows. Give the run folder 'gru-edge train' wrote with --run DIR.")
+    keras_model = runs.load_model(keras_path)
+    with tempfile.TemporaryDirectory(prefix="gru-edge-report-") as scratch:
+        entries = []
+        for m in models:
+            log(f"report: verifying {m.name} against {keras_path}")
+            result = verify(keras_path, m, Path(scratch) / m.stem, keras_model=keras_model)
+            rep = result.report
+            entries.append(_Entry(result.recipe, m, read_bundle(result.bundle), rep.psnr_db,
+                                  rep.task.relative_delta if rep.task else None, rep.passed))
+        return _draw(keras_path, entries, target, str(folder), log)
+
+
+def _draw(model_path: Path, entries: list[_Entry], target: Path, title: str, log) -> Report:
+    from gru_edge import tflite_model
+    from gru_edge.runtime import Runner
+
     try:
         import matplotlib
 
@@ -117,11 +190,10 @@ def write(folder: Path, log=lambda msg: None) -> Report:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ReportError("The report draws with matplotlib: pip install 'gru-edge[train]'.") from None
-    model_path = folder / "run" / card_.MODEL
     card = card_.load(model_path)
     if card is None:
-        raise ReportError(f"{folder / 'run'} holds no training card ({card_.CARD}); make the folder again with "
-                          f"'gru-edge quickstart -o {folder}'.")
+        raise ReportError(f"{model_path.parent} holds no training card ({card_.CARD}); make the folder again with "
+                          f"'gru-edge train' or 'gru-edge quickstart'.")
     with np.load(card_.windows_file(model_path, card)) as z:
         windows = {k: z[k] for k in z.files}
     units = card.units
@@ -129,23 +201,20 @@ def write(folder: Path, log=lambda msg: None) -> Report:
     heldout = len(windows["test_x"])
     first = windows["test_first_target"].astype(int)
 
-    rows, reference, targets = [], None, None
-    for entry in summary["recipes"]:
-        name = entry["recipe"]
-        log(f"report: running {name}")
-        model = folder / "models" / Path(entry["model"]).name
-        bundle = read_bundle(folder / "bundles" / name)
-        expected = next(iter(bundle.expected.values()))
+    rows, reference, targets, streams = [], None, None, []
+    for e in entries:
+        log(f"report: running {e.recipe}")
+        expected = next(iter(e.bundle.expected.values()))
         reference = expected if reference is None else reference
-        targets = bundle.targets if targets is None else targets
-        runner = Runner(model)
-        out = next(iter(runner.run(bundle.inputs).values()))
-        info = tflite_model.read(model)
-        rows.append(RecipeFigures(name, info.size_bytes, info.weight_bytes, float(np.max(np.abs(out - expected))),
-                                  entry.get("psnr_db"), entry.get("task_metric_delta"),
-                                  _latency_us(runner, bundle.inputs), bool(entry["passed"]), out))
-    if reference is None:
-        raise ReportError(f"{summary_path} lists no recipes: nothing to report.")
+        targets = e.bundle.targets if targets is None else targets
+        runner = Runner(e.model)
+        out = next(iter(runner.run(e.bundle.inputs).values()))
+        if runner.has_step:  # a streaming model: the same windows fed one time step at a time
+            stepped = next(iter(runner.run_steps(e.bundle.inputs).values())).reshape(len(out), -1)
+            streams.append((e.recipe, np.abs(out - expected)[:heldout, 0], np.abs(stepped - expected)[:heldout, 0]))
+        info = tflite_model.read(e.model)
+        rows.append(RecipeFigures(e.recipe, info.size_bytes, info.weight_bytes, float(np.max(np.abs(out - expected))),
+                                  e.psnr_db, e.task_delta, _latency_us(runner, e.bundle.inputs), e.passed, out))
 
     figures: list[tuple[str, str, str]] = []  # (title, caption, base64 png)
     metrics = card.metrics
@@ -209,6 +278,22 @@ def write(folder: Path, log=lambda msg: None) -> Report:
     figures.append(("Size and latency", "File size (light) and the weights inside it (dark) per recipe, and the "
                     "median latency of one window on this machine's CPU.", _png(fig)))
 
+    # 5. Streaming models: the step-by-step path at every held-out time step
+    if streams:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        for name, whole, stepped in streams:
+            ax.plot(first, np.maximum(whole, 1e-9), "o-", markersize=3, label=f"{name}: whole window")
+            ax.plot(first, np.maximum(stepped, 1e-9), "s--", markersize=3, label=f"{name}: one step at a time")
+        ax.set_yscale("log")
+        ax.set_xlabel("time step (the forecast's target)")
+        ax.set_ylabel(f"|converted - original| ({units})")
+        ax.legend(fontsize=8)
+        ax.set_title("Streaming: error at each held-out time step")
+        figures.append(("Streaming: error per time step", "For each streaming model, its error against the "
+                        "original at every held-out time step: fed the whole window at once (the serving "
+                        "signature) and one time step at a time from a zero state (the step signature, as the "
+                        "Android demo streams). Log scale; exact zeros drawn at 1e-9.", _png(fig)))
+
     table = "".join(
         f"<tr><td>{html.escape(r.recipe)}</td><td>{r.size_bytes / 1024:.1f}</td><td>{r.weight_bytes / 1024:.1f}</td>"
         f"<td>{r.max_abs_error:.3g}</td><td>{'exact' if r.psnr_db is None else f'{r.psnr_db:.1f}'}</td>"
@@ -217,7 +302,7 @@ def write(folder: Path, log=lambda msg: None) -> Report:
     body = "".join(f"<h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>"
                    f"<img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{data}\">"
                    for title, caption, data in figures)
-    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>gru-edge report: {html.escape(str(folder))}"
+    page = (f"{outputs.REPORT_HEAD}: {html.escape(title)}"
             "</title><style>body{font-family:sans-serif;max-width:1150px;margin:2em auto}img{max-width:100%}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
             "</style></head><body>"
@@ -227,8 +312,10 @@ def write(folder: Path, log=lambda msg: None) -> Report:
             f"{metrics.get('seasonal_naive_rmse', float('nan')):.4g}); {len(rows)} recipes.</p>"
             "<table><tr><th>recipe</th><th>file KiB</th><th>weights KiB</th><th>max abs error</th><th>PSNR dB</th>"
             f"<th>RMSE change</th><th>median µs</th><th>parity</th></tr>{table}</table>{body}</body></html>\n")
-    target = folder / REPORT
-    partial = folder / f".{REPORT}.gru-edge-{os.getpid()}"  # a leftover is recognised and removed by the next run
+    target = Path(target)
+    if target.is_dir() or (target.exists() and not outputs.is_report(target)):
+        raise ReportError(f"{target} exists and is not a gru-edge report; give another -o.")
+    partial = target.parent / f".{target.name}.gru-edge-{os.getpid()}"  # a leftover is removed by the next run
     partial.write_text(page)
     os.replace(partial, target)
     return Report(target, tuple(f[0] for f in figures), tuple(rows))

@@ -57,5 +57,36 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 def test_report_refuses_a_folder_that_is_not_a_quickstart(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
-    assert result.exit_code == 1 and "is not a quickstart folder" in result.stderr
+    assert result.exit_code == 1 and "is neither a quickstart folder (summary.json) nor a folder of converted " \
+        "models" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "report.html").exists()
+
+
+def test_report_on_a_folder_of_converted_models(r1_run, r1_converted, tmp_path):
+    """A report without quickstart: convert's folder, each model verified against the run its descriptions name;
+    the streaming model gets its error per time step; the page belongs to the folder without making it foreign."""
+    import shutil
+
+    import pytest
+
+    from gru_edge import outputs
+    from gru_edge.errors import GruEdgeError
+
+    models = tmp_path / "models"
+    shutil.copytree(r1_converted.models[0].path.parent, models)
+    result = CliRunner().invoke(cli, ["report", str(models), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)["result"]
+    assert "Streaming: error per time step" in doc["figures"] and len(doc["figures"]) == 5
+    assert {r["recipe"] for r in doc["recipes"]} == set(recipes.shipped_names())
+    pictures = report_pictures(models / "report.html")
+    assert len(pictures) == 5 and all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in pictures)
+    assert outputs.check_target(models, outputs.MODELS)  # convert may still write here
+    (models / "report.html").write_text("my notes")
+    with pytest.raises(GruEdgeError, match="report.html"):
+        outputs.check_target(models, outputs.MODELS)
+    mine = tmp_path / "notes.html"
+    mine.write_text("<p>mine</p>")
+    refused = CliRunner().invoke(cli, ["report", str(models), "--run", str(r1_run), "-o", str(mine)])
+    assert refused.exit_code == 1 and "is not a gru-edge report" in refused.stderr
+    assert mine.read_text() == "<p>mine</p>"
