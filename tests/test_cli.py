@@ -174,7 +174,8 @@ def test_quiet_leaves_stderr_empty_on_success(r1_run, r1_converted, tmp_path):
     commands = [
         ["train", "--epochs", "2", "-o", tmp_path / "run"],
         ["convert", r1_run / "model.keras", "--to", "float32", "-o", tmp_path / "models"],
-        ["verify", r1_run / "model.keras", int8, "-o", tmp_path / "bundle"],
+        ["verify", r1_run / "model.keras", int8, "-o", tmp_path / "bundle", "--explain"],  # TF's debugger inside
+        ["report", tmp_path / "models"],
         ["verify", "--bundle", tmp_path / "bundle", "--runtime", "litert-compiled"],
         ["inspect", int8],
         ["recipes"],
