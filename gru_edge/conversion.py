@@ -119,7 +119,7 @@ def convert(model, recipe_names: list[str | Recipe], out_dir: Path, calibration=
             log(f"converting {source['path']} to {', '.join(r.name for r in todo)} (TensorFlow converter in a "
                 "child process)")
             proc = _run_worker(model_path, todo, None if cal is not None else card, windows, scratch,
-                               windows_source=cal.where if cal is not None else None)
+                               windows_source=cal.where if cal is not None else None, log=log)
             done, errors_, about = _read_events(proc, {r.name: r for r in todo})
             failed += errors_
             if not done:
@@ -169,16 +169,34 @@ def _source(model, scratch: str) -> tuple[Path, dict]:
 
 
 def _run_worker(model_path: Path, chosen: list[Recipe], card: TrainingCard | None, windows: Path | None,
-                scratch: str, windows_source: str | None = None) -> subprocess.CompletedProcess:
+                scratch: str, windows_source: str | None = None, log=lambda msg: None) -> subprocess.CompletedProcess:
+    """Run convert_worker on ``chosen`` in a child process; ``log`` hears of each recipe as the child starts it."""
     request = Path(scratch) / "request.json"
     request.write_text(json.dumps({"model": str(Path(model_path).resolve()), "scratch": scratch,
                                    "windows_source": windows_source,
                                    "windows": str(Path(windows).resolve()) if windows else None,
-                                   "input_range": list(card.value_range)
-                                   if card else None,
+                                   "input_range": list(card.value_range) if card else None,
                                    "recipes": [r.to_dict() for r in chosen]}))
-    return subprocess.run(child_command("gru_edge.convert_worker", request), cwd=scratch, capture_output=True,
-                          text=True)
+    command = child_command("gru_edge.convert_worker", request)
+    lines = []
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: TensorFlow's log cannot block the child
+        child = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            started = 0
+            for line in child.stdout:
+                lines.append(line)
+                if line.startswith('{"recipe"') and '"event": "start"' in line:
+                    started += 1
+                    log(f"  {json.loads(line)['recipe']}: converting ({started}/{len(chosen)})")
+            child.wait()
+        except BaseException:  # interrupted: the child goes too
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            child.stdout.close()
+        err.seek(0)
+        return subprocess.CompletedProcess(command, child.returncode, "".join(lines), err.read())
 
 
 def _read_events(proc: subprocess.CompletedProcess,

@@ -183,6 +183,8 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
         else:
             smp = make_samples(keras_path, card, input_shape, o, framing_=framing.of_model(keras_model),
                                vocabulary=graph.vocabulary(keras_model))
+        log(f"comparing {tflite_path.name} ({runtime}{', GPU' if accelerator == 'gpu' else ''}) with {name} on "
+            f"{len(smp.inputs)} samples ({smp.source})")
         expected_arr = np.asarray(reference(smp.inputs, training=False), np.float32).reshape(len(smp.inputs), -1)
         gpu_settings = sidecar.gpu if sidecar else None
         precision = (gpu_settings or {}).get("precision", "fp16")

@@ -77,13 +77,18 @@ def test_train_json(tmp_path):
 
 
 def test_convert_and_verify_through_the_cli(r1_run, tmp_path):
-    result = run("convert", r1_run / "model.keras", "--to", "float32,dynamic-int8", "-o", tmp_path / "out", "--json")
+    result = run("convert", r1_run / "model.keras", "--to", "float32,dynamic-int8", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)["result"]
+    # progress on stderr: each recipe as the child process starts it, then each model made
+    assert "  float32: converting (1/2)\n  dynamic-int8: converting (2/2)\n" in result.stderr
+    assert result.stderr.index("converting (2/2)") < result.stderr.index("  float32: /")
+    doc = json.loads(run("convert", r1_run / "model.keras", "--to", "float32,dynamic-int8", "-o", tmp_path / "out",
+                         "--json").stdout)["result"]
     assert [m["recipe"] for m in doc["models"]] == ["float32", "dynamic-int8"]
     tfl = tmp_path / "out" / "model.float32.tflite"
     ok = run("verify", r1_run / "model.keras", tfl, "-o", tmp_path / "bundle")
     assert ok.exit_code == 0 and ok.stdout.rstrip().endswith("PASS")
+    assert "comparing model.float32.tflite (litert) with model.keras on 28 samples" in ok.stderr
     assert "max abs error" in ok.stdout and "task rmse" in ok.stdout
     assert run("verify", "--bundle", tmp_path / "bundle").exit_code == 0
     doc = json.loads(run("verify", "--bundle", tmp_path / "bundle", "--json").stdout)["result"]
