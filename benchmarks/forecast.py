@@ -111,11 +111,11 @@ def _one(name: str, folder: Path) -> dict:
     run = model.train(model.TrainConfig(data=str(csv), column=column, features=features, season=season),
                       folder / f"{name}-run")
     seconds = time.perf_counter() - started
-    m, card = run.card["metrics"], run.card
+    m, card = run.card.metrics, run.card
     series = data.load_series(str(csv), column, features)
-    n_train = card["split"]["train_rows"]
+    n_train = card.split["train_rows"]
     # The GRU's held-out windows start where its first target is; the baselines are scored on the same points.
-    first = card["split"]["heldout_first_target"]
+    first = card.split["heldout_first_target"]
     y = series.values
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -123,8 +123,8 @@ def _one(name: str, folder: Path) -> dict:
         ets = _baseline(_ets, y, n_train, season)
     assert first == n_train, "held-out windows start at the split"
     row = {"series": name, "rows": len(series), "heldout": len(y) - n_train, "season": season,
-           "transform": card["transform"]["spec"], "window": card["window"],
-           "shrink": card["model"]["shrink"], "epochs": card["model"]["epochs"], "train_s": round(seconds, 1),
+           "transform": card.transform["spec"], "window": card.window,
+           "shrink": card.model["shrink"], "epochs": card.model["epochs"], "train_s": round(seconds, 1),
            "gru": m["heldout_rmse"], "naive": m["naive_rmse"], "seasonal_naive": m.get("seasonal_naive_rmse"),
            "ets": ets, "sarima": sarima, "units": m["units"]}
     row["gru_over_best_stat"] = row["gru"] / min(ets, sarima)
@@ -145,10 +145,10 @@ def _airline(seeds=(0, 1, 2)) -> list[dict]:
         for test_size in (24, 48):
             for seed in seeds:
                 run = model.train(model.TrainConfig(seed=seed, test_size=test_size), Path(tmp) / f"a{test_size}{seed}")
-                m = run.card["metrics"]
+                m = run.card.metrics
                 rows.append({"test_size": test_size, "seed": seed, "gru": m["heldout_rmse"],
                              "seasonal_naive": m["seasonal_naive_rmse"], "naive": m["naive_rmse"],
-                             "epochs": run.card["model"]["epochs"]})
+                             "epochs": run.card.model["epochs"]})
     return rows
 
 

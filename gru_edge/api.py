@@ -82,7 +82,8 @@ class Inspection:
 
     def to_dict(self) -> dict:
         return {**self.model.to_dict(), "gpu_findings": [f.to_dict() for f in self.gpu_findings],
-                "description": self.description.to_dict() if self.description else None, "runtime": self.runtime.to_dict() if self.runtime else None}
+                "description": self.description.to_dict() if self.description else None,
+                "runtime": self.runtime.to_dict() if self.runtime else None}
 
 
 def inspect(tflite: str | Path, runtime: str | None = None) -> Inspection:

@@ -77,7 +77,8 @@ class TrainingCard:
             raise ModelError(f"{where} lacks {', '.join(missing)}; train again (gru-edge train).")
         card = cls(**{k: v for k, v in doc.items() if k in names})
         task, rng = card.task, card.input_range
-        shapes_ok = (isinstance(task, dict) and TASKS.get(task.get("kind")) == task.get("metric")
+        shapes_ok = (isinstance(task, dict) and isinstance(task.get("kind"), str)
+                     and TASKS.get(task["kind"]) == task.get("metric")
                      and isinstance(rng, dict) and isinstance(rng.get("min"), list) and isinstance(rng.get("max"), list)
                      and len(rng["min"]) == len(rng["max"]) == card.n_features
                      and all(isinstance(v, int) and v > 0 for v in (card.window, card.input_steps, card.horizon))

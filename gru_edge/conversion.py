@@ -249,7 +249,7 @@ def finish_bytes(recipe: Recipe, converted: bytes) -> bytes:
     return compact(payload)[0]
 
 
-def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: Path, card: dict | None,
+def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: Path, card: TrainingCard | None,
             notes: list[str], calibration: str | None) -> ConvertedModel:
     """Check the converted bytes (builtin ops only, loads and runs in LiteRT), describe the model inside itself
     (gru_edge.description), then write model and sidecar into

@@ -296,8 +296,13 @@ def scope_layers(keras_model, lowered) -> dict[str, str]:
     LAYER.forward and LAYER.backward)."""
     if lowered.form == "chain":
         specs = lowered.layers
-        raw_out = lowered.framing is not None and lowered.framing.target
-        output = names.RAW if raw_out else names.scope(specs[-1].name, "head")
+        last = specs[-1]
+        if lowered.framing is not None and lowered.framing.target:
+            output = names.RAW
+        elif isinstance(last, lowering.GruSpec):  # a chain that ends in its last GRU's state
+            output = names.scope(last.name, "update", 0 if last.go_backwards else lowered.steps - 1)
+        else:
+            output = names.scope(last.name, "head")
     else:
         specs = [s for v in lowered.specs.values() for s in (v if isinstance(v, tuple) else (v,))]
         output = names.scope_layer(keras_model.outputs[0]._keras_history[0].name)
@@ -320,15 +325,15 @@ def _raw_nodes(calibrated: bytes) -> list[str]:
     training range is not clipped. Read from the calibrated float model, every signature's subgraph."""
     from ai_edge_litert import schema_py_generated as schema
 
-    names = []
+    found = []
     for sg in schema.ModelT.InitFromPackedBuf(calibrated, 0).subgraphs:
         tensor = [t.name.decode() if isinstance(t.name, bytes) else (t.name or "") for t in sg.tensors]
         outputs = {int(i) for i in sg.outputs}
         for op in sg.operators or []:
             raw_input = any(_RAW_NAME.search(tensor[j]) for j in op.inputs if j >= 0)
-            names += [tensor[i] for i in op.outputs
+            found += [tensor[i] for i in op.outputs
                       if _RAW_NAME.search(tensor[i]) or (int(i) in outputs and raw_input)]
-    return names
+    return found
 
 
 def _quantize_except(conv, calibrated: bytes, nodes: list[str], numeric_verify: bool = False) -> bytes:

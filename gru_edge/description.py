@@ -147,10 +147,11 @@ def read_embedded(metadata: dict[str, bytes], name: str = "model") -> dict | Non
 
 def _check_names_source(doc: dict, what: str) -> None:
     made_from = doc.get("source_model")
-    if not isinstance(doc.get("recipe"), dict) or not isinstance(doc["recipe"].get("name"), str) or \
+    if not isinstance(doc.get("tool"), str) or \
+            not isinstance(doc.get("recipe"), dict) or not isinstance(doc["recipe"].get("name"), str) or \
             not isinstance(made_from, dict) or not isinstance(made_from.get("sha256"), str) or \
             not isinstance(made_from.get("path"), str):
-        raise ConversionError(f"{what} lacks the recipe or source model gru-edge names there; convert the model "
+        raise ConversionError(f"{what} lacks the tool, recipe or source model gru-edge names there; convert the model "
                               "again.")
 
 

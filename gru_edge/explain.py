@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gru_edge import names
-from gru_edge.errors import ConversionError
+from gru_edge.errors import ConversionError, GruEdgeError
 from gru_edge.recipes import Recipe
 
 
@@ -74,7 +74,11 @@ def described_recipe(tflite_path: Path, described) -> Recipe:
     if described is None:
         raise ConversionError(f"--explain needs a model converted by gru-edge: {Path(tflite_path).name} has no "
                               "description naming its recipe. Convert it with 'gru-edge convert'.")
-    recipe = Recipe.from_dict(described.recipe)
+    try:
+        recipe = Recipe.from_dict(described.recipe)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConversionError(f"{Path(tflite_path).name}'s description holds no recipe gru-edge can read ({e}); "
+                              "convert the model again.") from None
     check_recipe(recipe)
     return recipe
 
@@ -93,9 +97,16 @@ def rank(keras_model, recipe: Recipe, windows: np.ndarray, input_range: tuple, l
     log(f"ranking the quantized ops of recipe {recipe.name} with TensorFlow's quantization debugger "
         f"({len(windows)} windows)")
     started = time.perf_counter()
-    with native_stderr(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation, which the debugger uses
-        rows = convert_worker.explain_rows(tf, keras_model, lowered, recipe, windows, input_range)
+    try:
+        with native_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation, which the debugger uses
+            rows = convert_worker.explain_rows(tf, keras_model, lowered, recipe, windows, input_range)
+    except GruEdgeError:
+        raise
+    except Exception as e:  # TensorFlow's converter and debugger raise many types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConversionError(f"TensorFlow's quantization debugger could not rank recipe '{recipe.name}': "
+                              f"{type(e).__name__}: {first[:240]}") from None
     return summarize(recipe.name, rows, convert_worker.scope_layers(keras_model, lowered),
                      round(time.perf_counter() - started, 2))
 

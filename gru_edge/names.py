@@ -42,8 +42,9 @@ _SCOPE = re.compile(r"(?:^|[;/])([A-Za-z0-9_-]+)\.(t\d+|all)\."
 
 
 def scope_layer(name: str) -> str:
-    """A layer name as it may stand in a TensorFlow name scope."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "layer"
+    """A layer name as it may stand in a TensorFlow name scope (which must start with a letter, digit or '.')."""
+    clean = re.sub(r"[^A-Za-z0-9_-]", "_", name)
+    return clean if re.match(r"[A-Za-z0-9]", clean) else f"L{clean}"
 
 
 def scope(layer: str, gate: str, t: int | None = None) -> str:

@@ -94,11 +94,13 @@ def _described(model: Path) -> bool:
 
 def is_report(p: Path) -> bool:
     """``p`` is a page gru-edge report wrote (or a leftover of one being written)."""
+    if not _file(p):  # not a link, a FIFO or a folder
+        return False
     if re.fullmatch(rf"\.{re.escape(REPORT)}\.gru-edge-\d+", p.name):
-        return _file(p)
+        return True
     try:
         with open(p, "rb") as fh:
-            return _file(p) and fh.read(len(REPORT_HEAD)) == REPORT_HEAD.encode()
+            return fh.read(len(REPORT_HEAD)) == REPORT_HEAD.encode()
     except OSError:
         return False
 

@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -117,11 +118,11 @@ def write(folder: Path, log=lambda msg: None, run: Path | None = None, out: Path
         if run is not None:
             raise ReportError(f"{folder} is a quickstart folder: it holds its run; give no --run.")
         return _quickstart(folder, out or folder / REPORT, log)
-    if folder.is_dir() and any(folder.glob("model.*.tflite")):
+    if folder.is_dir() and any(folder.glob("model.*.tflite")) and not outputs.MODELS.foreign(folder):
         return _converted(folder, run, out or folder / REPORT, log)
     raise ReportError(f"{folder} is neither a quickstart folder (summary.json) nor a folder of converted models "
-                      f"(model.RECIPE.tflite); make one with 'gru-edge quickstart -o {folder}' or 'gru-edge convert "
-                      f"MODEL.keras --to RECIPES -o {folder}'.")
+                      f"(model.RECIPE.tflite and their sidecars, nothing else); make one with 'gru-edge quickstart -o "
+                      f"{folder}' or 'gru-edge convert MODEL.keras --to RECIPES -o {folder}'.")
 
 
 def _quickstart(folder: Path, target: Path, log) -> Report:
@@ -164,7 +165,11 @@ def _converted(folder: Path, run: Path | None, target: Path, log) -> Report:
     if run is None and (len(sources) != 1 or not keras_path.is_file()):
         raise ReportError(f"The models in {folder} name {', '.join(sorted(sources))} as their source, which is not "
                           "one file found from here: give the run folder that trained them with --run DIR.")
-    if card_.load(keras_path) is None:
+    trained = card_.load(keras_path)
+    if trained is not None and trained.kind != "regression":
+        raise ReportError(f"{keras_path.parent} trained a {trained.kind} model; the report draws forecasts of a "
+                          "series. 'gru-edge verify' reports a classifier's accuracy change.")
+    if trained is None:
         raise ReportError(f"{keras_path.parent} holds no training card ({card_.CARD}): the report draws the run's "
                           "series and held-out windows. Give the run folder 'gru-edge train' wrote with --run DIR.")
     keras_model = runs.load_model(keras_path)
@@ -174,7 +179,8 @@ def _converted(folder: Path, run: Path | None, target: Path, log) -> Report:
             log(f"report: verifying {m.name} against {keras_path}")
             result = verify(keras_path, m, Path(scratch) / m.stem, keras_model=keras_model)
             rep = result.report
-            entries.append(_Entry(result.recipe, m, read_bundle(result.bundle), rep.psnr_db,
+            entries.append(_Entry(result.recipe, m, read_bundle(result.bundle),
+                                  None if math.isinf(rep.psnr_db) else rep.psnr_db,  # identical: "exact"
                                   rep.task.relative_delta if rep.task else None, rep.passed))
         return _draw(keras_path, entries, target, str(folder), log)
 

@@ -92,7 +92,7 @@ def explanation(found, top: int = 12) -> str:
     return "\n".join(lines)
 
 
-def inspection(name: str, info, findings, description: dict | None = None, runtime=None) -> str:
+def inspection(name: str, info, findings, description=None, runtime=None) -> str:
     """``gru-edge inspect``: description, size split, signatures, op counts and versions, GPU findings and, when
     asked, what an older runtime refuses."""
     from gru_edge import gpu

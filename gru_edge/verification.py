@@ -41,7 +41,7 @@ class VerifyResult:
                 **({"explain": self.explanation.to_dict()} if self.explanation else {})}
 
 
-def make_samples(model_path: Path | None, card: dict | None, input_shape: tuple, n_outputs: int,
+def make_samples(model_path: Path | None, card: card_.TrainingCard | None, input_shape: tuple, n_outputs: int,
                  seed: int = 0, framing_: framing.Framing | None = None, vocabulary: int | None = None) -> Samples:
     """Held-out windows from the training card plus edge cases; generated sequences when there is no card (in the
     model's own scale when it has a Frame layer: ``framing_``; token ids below ``vocabulary`` when its input feeds an
@@ -224,7 +224,7 @@ def _user_task(targets: np.ndarray | None, classifier: bool) -> Task | None:
     return Task("regression", "rmse", 1.0, 0.0, "the targets' units")
 
 
-def _task(card: dict | None) -> Task | None:
+def _task(card: card_.TrainingCard | None) -> Task | None:
     if card is None:
         return None
     if card.kind == "classification":

@@ -179,8 +179,8 @@ def test_quiet_leaves_stderr_empty_on_success(r1_run, r1_converted, tmp_path):
     commands = [
         ["train", "--epochs", "2", "-o", tmp_path / "run"],
         ["convert", r1_run / "model.keras", "--to", "float32", "-o", tmp_path / "models"],
-        ["verify", r1_run / "model.keras", int8, "-o", tmp_path / "bundle", "--explain"],  # TF's debugger inside
-        ["report", tmp_path / "models"],
+        ["verify", r1_run / "model.keras", int8, "-o", tmp_path / "bundle", "--explain", "--json"],  # TF's debugger
+        ["report", tmp_path / "models", "--json"],
         ["verify", "--bundle", tmp_path / "bundle", "--runtime", "litert-compiled"],
         ["inspect", int8],
         ["recipes"],
@@ -191,6 +191,8 @@ def test_quiet_leaves_stderr_empty_on_success(r1_run, r1_converted, tmp_path):
                               text=True, cwd=tmp_path, timeout=600)
         assert proc.returncode == 0 and proc.stdout, (args, proc.stderr[-1000:])
         assert proc.stderr == "", (args[0], proc.stderr[-1000:])
+        if "--json" in args:  # stdout is one document, whatever native code ran in the process
+            assert json.loads(proc.stdout)["ok"], args
     # without -q, training reports every epoch on stderr (the trials, then the final fit), stdout keeps the result
     loud = subprocess.run([sys.executable, "-m", "gru_edge", "train", "--epochs", "2", "-o", tmp_path / "run2"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)

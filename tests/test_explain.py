@@ -110,3 +110,25 @@ def test_float_fallback_only_for_int8(tmp_path):
                  "rtol = 1.0\nmin_psnr_db = 1.0\nmax_task_metric_delta = 1.0\n")
     with pytest.raises(Exception, match=r"float_fallback applies to quantization = \"int8\" only"):
         recipes.load(str(p))
+
+
+def test_layer_names_that_are_no_scope_names_still_convert():
+    """TensorFlow's name scopes start with a letter, digit or '.': a layer named '_gru' (or in another script) is
+    named in a scope that does, and the model converts as before."""
+    from gru_edge import conversion, convert_worker, graph, names
+    from gru_edge.io import quiet_tensorflow
+    from gru_edge.runtime import Runner
+
+    with quiet_tensorflow():
+        import keras
+        import tensorflow as tf
+    assert names.scope_layer("_gru")[0].isalnum() and names.scope_layer("ГРУ")[0].isalnum()
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((5, 2))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="-out")(keras.layers.Conv1D(3, 2, name="_front")(
+        keras.layers.GRU(4, return_sequences=True, name="_gru")(inputs))[:, -1]))
+    lowered = graph.lower(model)
+    payload, _ = convert_worker.convert_one(tf, model, lowered, recipes.load("float32"), None, None)
+    x = np.random.default_rng(0).normal(size=(3, 5, 2)).astype(np.float32)
+    got = next(iter(Runner(conversion.finish_bytes(recipes.load("float32"), payload)).run(x).values()))
+    assert np.allclose(got, np.asarray(model(x)).reshape(3, -1), atol=1e-5)

@@ -36,7 +36,7 @@ def test_model_description_round_trips_and_refuses_damage(r1_converted, tmp_path
     assert read.to_dict() == written and read.recipe_name == "int8" and read.units == "passengers"
     with pytest.raises(ConversionError, match="is damaged .notes"):
         description.ModelDescription.from_dict({**written, "notes": "not a list"}, "x.json")
-    with pytest.raises(ConversionError, match="lacks the recipe or source model"):
+    with pytest.raises(ConversionError, match="lacks the tool, recipe or source model"):
         description.ModelDescription.from_dict({k: v for k, v in written.items() if k != "recipe"}, "x.json")
 
 

@@ -65,6 +65,7 @@ def test_report_refuses_a_folder_that_is_not_a_quickstart(tmp_path):
 def test_report_on_a_folder_of_converted_models(r1_run, r1_converted, tmp_path):
     """A report without quickstart: convert's folder, each model verified against the run its descriptions name;
     the streaming model gets its error per time step; the page belongs to the folder without making it foreign."""
+    import os
     import shutil
 
     import pytest
@@ -85,6 +86,18 @@ def test_report_on_a_folder_of_converted_models(r1_run, r1_converted, tmp_path):
     (models / "report.html").write_text("my notes")
     with pytest.raises(GruEdgeError, match="report.html"):
         outputs.check_target(models, outputs.MODELS)
+    (models / "report.html").unlink()
+    os.mkfifo(models / "report.html")  # not a page: refused, without waiting on it
+    with pytest.raises(GruEdgeError, match="report.html"):
+        outputs.check_target(models, outputs.MODELS)
+    (models / "report.html").unlink()
+    bundle_like = tmp_path / "bundle"  # a folder that holds a model.*.tflite but is not convert's: not drawn into
+    bundle_like.mkdir()
+    shutil.copy(r1_converted.models[0].path, bundle_like)
+    (bundle_like / "manifest.json").write_text("{}")
+    refused = CliRunner().invoke(cli, ["report", str(bundle_like), "--run", str(r1_run)])
+    assert refused.exit_code == 1 and "is neither a quickstart folder" in refused.stderr
+    assert sorted(p.name for p in bundle_like.iterdir()) == ["manifest.json", r1_converted.models[0].path.name]
     mine = tmp_path / "notes.html"
     mine.write_text("<p>mine</p>")
     refused = CliRunner().invoke(cli, ["report", str(models), "--run", str(r1_run), "-o", str(mine)])
