@@ -259,7 +259,8 @@ def _convert_with_budget(model, names, budget, out_dir, as_json, log):
               help="What runs the .tflite: ai-edge-litert's Interpreter, tflite-runtime (e.g. 2.14 on a Raspberry "
                    "Pi), TensorFlow's tf.lite, or ai-edge-litert's CompiledModel on the CPU with the weight cache (as "
                    "the Android demo); each imported only when chosen")
-@click.option("--explain", is_flag=True, help="int8: rank the quantized ops by their error against float")
+@click.option("--explain", is_flag=True, help="int8: rank the quantized ops by their error against float, each named by "
+              "its layer, gate and time step")
 @click.option("--samples", type=click.Path(dir_okay=False, path_type=Path),
               help="Sample windows shaped like the model's input (.npy, .npz, .csv); default: the training card's "
                    "held-out windows, or generated ones")
