@@ -97,7 +97,6 @@ class Bundle:
     inputs: np.ndarray
     expected: dict[str, np.ndarray]
     targets: np.ndarray | None
-    tolerances: Tolerances
     task: Task | None
 
     @property
@@ -107,6 +106,10 @@ class Bundle:
     @property
     def recipe(self) -> str:
         return self.manifest.model.recipe
+
+    @property
+    def tolerances(self) -> Tolerances:
+        return self.manifest.tolerances
 
 
 def bundle_file_name(model_path: Path) -> str:
@@ -381,7 +384,6 @@ def read_bundle(path: Path) -> Bundle:
     if mpath.stat().st_size > MAX_MANIFEST_BYTES:
         raise ParityError(f"{MANIFEST} is {mpath.stat().st_size} bytes; at most {MAX_MANIFEST_BYTES} are read.")
     manifest = parse_manifest(mpath.read_bytes())
-    tolerances = manifest.tolerances
     spec_in = manifest.inputs[0]
     inputs = read_npy(bundle_file(path, spec_in.file, "inputs"))
     if inputs.shape != spec_in.shape:
@@ -403,4 +405,4 @@ def read_bundle(path: Path) -> Bundle:
             raise ParityError(f"{t['targets']} has shape {list(targets.shape)}; expected {list(first.shape)}.")
         task = Task(t["kind"], t["metric"], t["output_scale"], t["output_offset"],
                     t["units"] if isinstance(t.get("units"), str) else "model output")
-    return Bundle(path, manifest, inputs, expected, targets, tolerances, task)
+    return Bundle(path, manifest, inputs, expected, targets, task)

@@ -113,17 +113,10 @@ def rank(keras_model, recipe: Recipe, windows: np.ndarray, input_range: tuple, l
 
 def explain(model_path: Path, tflite_path: Path, log=lambda m: None) -> Explanation:
     """Where int8 bends ``tflite_path`` (converted by gru-edge from ``model_path``): its recipe's quantized ops ranked
-    on the training windows beside the model. ``verify(..., explain=True)`` does the same after its parity check."""
-    from gru_edge import card as card_, description, graph, runs
+    on the training windows beside the model; ``verify(..., explain=True)``'s explanation."""
+    from gru_edge.verification import verify
 
-    recipe = described_recipe(tflite_path, description.load(tflite_path))
-    card = card_.load(model_path)
-    if card is None:
-        raise ConversionError(f"--explain needs the training card beside {Path(model_path).name}, or sample "
-                              "windows: use verify --explain --samples FILE.")
-    windows = runs.load_windows(model_path, card)["train_x"]
-    reference, _ = graph.float32_twin(runs.load_model(model_path))
-    return rank(reference, recipe, windows, card.value_range, log)
+    return verify(model_path, tflite_path, explain=True, log=log).explanation
 
 
 def summarize(recipe: str, rows: list[dict], layers: dict[str, str], seconds: float = 0.0) -> Explanation:

@@ -34,11 +34,11 @@ def state_out(name: str) -> str:
 # ---- op scopes: layer, gate and time step ------------------------------------------------------------------------
 # A GRU step computes the update and reset gates together (one matrix, one activation, then a SPLIT), the candidate,
 # and the new state from the update gate. Ops outside any step: the input projections of all steps at once (ALL),
-# the SPLITs that cut them into steps and the CONCATENATIONs that join the states (SEQUENCE), the Dense head (HEAD).
+# the SPLITs that cut them into steps and the CONCATENATIONs that join the states ("steps"), the Dense head ("head").
 GATES = ("update+reset", "reset", "candidate", "update", "steps", "head")
 ALL = "all"
-_SCOPE = re.compile(r"(?:^|[;/])([A-Za-z0-9_-]+)\.(t\d+|all)\."
-                    r"(update_reset|reset|candidate|update|steps|head)(?:_\d+)?/")
+_SCOPE = re.compile(rf"(?:^|[;/])([A-Za-z0-9_-]+)\.(t\d+|{ALL})\."
+                    rf"({'|'.join(g.replace('+', '_') for g in GATES)})(?:_\d+)?/")
 
 
 def scope_layer(name: str) -> str:
