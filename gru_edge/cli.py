@@ -96,7 +96,9 @@ def cli():
 # ---- train ------------------------------------------------------------------------------------------------------
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--data", default="airline", show_default=True, help="'airline' (built in) or a CSV file with a header")
+@click.option("--data", default="airline", show_default=True,
+              help="'airline' (built in), a CSV file with a header, or shards streamed from disk: a pattern such as "
+              "'logs/*.csv' (quote it), a folder, .parquet files; each shard is one series")
 @click.option("--column", help="Target column (default: the dataset's target, or a CSV's last column)")
 @click.option("--features", default="", help="Extra input columns, comma-separated")
 @click.option("--window", type=click.IntRange(min=1),
@@ -114,27 +116,40 @@ def cli():
 @click.option("--task", type=click.Choice(["regression", "classification"]), default="regression", show_default=True,
               help="classification: --column holds class indices, --features are the inputs, softmax head")
 @click.option("--transform", help="auto, none, log, diff, diffN, combined as in 'log,diff12' or 'diff1,diff12' "
-              "(default: airline's log,diff12; CSV: auto, see README)")
-@click.option("--test-size", type=click.IntRange(min=1), help="Values held out at the end (airline: 24; CSV: 20%)")
+              "(default: airline's log,diff12; CSV: auto; shards: none; see README)")
+@click.option("--test-size", type=click.IntRange(min=1),
+              help="Values held out at the end (airline: 24; CSV: 20%), of each shard for shards")
 @click.option("--season", type=click.IntRange(min=1),
               help="Season length: for the seasonal-naive baseline and the seasonal difference 'auto' may choose")
+@click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]),
+              help="Data parallelism (tf.distribute): mirrored over this machine's GPUs (or --devices CPU devices), "
+              "multi-worker over the processes in TF_CONFIG; --batch-size is the global batch")
+@click.option("--devices", type=click.IntRange(min=1), help="--distribute mirrored: how many devices (default: "
+              "every GPU; without GPUs the CPU split into this many)")
 @click.option("-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder for model.keras and training.json")
+@click.argument("stray", nargs=-1, metavar="")
 @command
 def train(data, column, features, window, horizon, units, layers, epochs, patience, batch_size, learning_rate, seed,
-          task, transform, test_size, season, run_dir, as_json, log):
+          task, transform, test_size, season, distribute, devices, run_dir, stray, as_json, log):
     """Train a GRU forecaster and report held-out RMSE beside naive baselines.
 
     \b
     Example:
       gru-edge train --data airline -o runs/airline
+      gru-edge train --data 'logs/*.csv' --column temp --transform none -o runs/fleet
+      gru-edge train --data 'logs/*.csv' --distribute mirrored -o runs/fleet
     """
     from gru_edge.model import TrainConfig, train as train_model
 
+    if stray:
+        expanded = " The shell expanded a pattern into several files: quote it, as in --data 'logs/*.csv'." \
+            if Path(data).is_file() and all(Path(s).is_file() for s in stray) else ""
+        raise click.UsageError(f"Got unexpected extra arguments ({' '.join(stray)}).{expanded}")
     cfg = TrainConfig(data=data, column=column, features=tuple(f.strip() for f in features.split(",") if f.strip()),
                       window=window, horizon=horizon, units=units, layers=layers, epochs=epochs, seed=seed,
                       task=task, transform=transform, test_size=test_size, season=season, patience=patience,
-                      batch_size=batch_size, learning_rate=learning_rate)
+                      batch_size=batch_size, learning_rate=learning_rate, distribute=distribute, devices=devices)
     result = train_model(cfg, run_dir, log=log)
     if as_json:
         return _emit_json(result.to_dict())

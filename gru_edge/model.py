@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from gru_edge import __version__, data, outputs
+from gru_edge import __version__, data, outputs, shards
 from gru_edge.errors import DataError
 from gru_edge.io import quiet_tensorflow
 from gru_edge.card import CARD, MODEL, TrainingCard
-from gru_edge.runs import write_run
+from gru_edge.runs import run_windows, write_run
 
 DEFAULT_WINDOW, SHORT_WINDOW = 12, 4
 
@@ -38,6 +38,8 @@ class TrainConfig:
     season: int | None = None
     patience: int = 20  # epochs without a better validation loss before training stops; 0: no early stopping
     validation: float = 0.2  # share of the training part's tail that early stopping and 'auto' judge on
+    distribute: str | None = None  # None: in memory on one device; else gru_edge.distributed.STRATEGIES
+    devices: int | None = None  # --distribute mirrored: how many (default: every GPU)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TrainResult:
     model_path: Path
     card_path: Path
     card: TrainingCard
+    written_by: int | None = None  # a multi-worker job's worker that trained but does not write (None: written)
 
     @property
     def warnings(self) -> list[str]:
@@ -57,6 +60,7 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return {"run_dir": str(self.run_dir), "model": str(self.model_path), "card": str(self.card_path),
+                "written": self.written_by is None,
                 **{k: getattr(self.card, k) for k in ("metrics", "split", "seed", "transform", "transform_trials")},
                 "epochs": self.card.model["epochs"], "warnings": self.warnings}
 
@@ -91,7 +95,8 @@ def build_model(window: int, n_features: int, units: int, layers: int, outputs: 
 def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     """Train on the chronological training part and write the model, training card and windows into ``run_dir``.
 
-    The run folder is written whole or not at all (gru_edge.outputs); it is checked before training starts."""
+    The run folder is written whole or not at all (gru_edge.outputs); it is checked before training starts. Shards
+    (a pattern, a folder, Parquet) and ``distribute`` train on a stream of windows (gru_edge.distributed)."""
     for name, value in (("window", DEFAULT_WINDOW if cfg.window is None else cfg.window), ("horizon", cfg.horizon), ("units", cfg.units),
                         ("layers", cfg.layers), ("epochs", cfg.epochs), ("batch-size", cfg.batch_size)):
         if value < 1:
@@ -103,6 +108,12 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
                         f"{cfg.validation}.")
     if cfg.task not in ("regression", "classification"):
         raise DataError(f"Unknown task '{cfg.task}'. Supported: regression, classification.")
+    if cfg.devices is not None and cfg.distribute != "mirrored":
+        raise DataError("--devices is for --distribute mirrored (multi-worker uses each process's devices).")
+    if cfg.distribute is not None or shards.is_shards(str(cfg.data)):
+        from gru_edge import distributed
+
+        return distributed.train(replace(cfg, distribute=cfg.distribute or "none"), run_dir, log)
     classify = cfg.task == "classification"
     series = data.load_series(cfg.data, cfg.column, cfg.features)
     spec, test_size, season = _resolve_defaults(cfg, len(series))
@@ -137,7 +148,7 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
         log(f"{what} skipped: {e}")
     with outputs.staged(run_dir, outputs.RUN) as stage:
         model, card, win = _fit(cfg, series, prepared, test_size, season, spec, log)
-        card = write_run(stage, model, win, card)
+        card = write_run(stage, model, run_windows(win), card)
     run_dir = Path(run_dir)
     return TrainResult(run_dir, run_dir / MODEL, run_dir / CARD, card)
 

@@ -58,21 +58,26 @@ class Report:
         return {"report": str(self.path), "figures": list(self.figures), "recipes": [r.to_dict() for r in self.recipes]}
 
 
-def _series(windows) -> tuple[np.ndarray, int]:
-    """The target column as the run saw it (raw units), rebuilt from its windows, and the index of the first
-    held-out target."""
+def _series(windows) -> tuple[np.ndarray, int, np.ndarray]:
+    """The target column as the run saw it (raw units), rebuilt from its windows, the index of the first held-out
+    target, and which held-out windows it shows. A run on shards keeps every k-th window of each part: its picture is
+    the first shard's held-out windows (the training windows kept are not consecutive)."""
     train_x, train_y = windows["train_x"], windows["train_y"]
     test_x, test_y, first = windows["test_x"], windows["test_y"], windows["test_first_target"].astype(int)
+    shown = np.arange(len(test_x))
+    if "test_shard" in windows:
+        shown = np.flatnonzero(windows["test_shard"] == windows["test_shard"][0])
+        train_x, train_y = train_x[:0], train_y[:0]
     steps = train_x.shape[1]
-    n = int(max(first.max() + test_y.shape[1], len(train_x) + steps + train_y.shape[1]))
+    n = int(max(first[shown].max() + test_y.shape[1], len(train_x) + steps + train_y.shape[1]))
     series = np.full(n, np.nan)
     for i, (x, y) in enumerate(zip(train_x, train_y)):
         series[i: i + steps] = x[:, 0]
         series[i + steps: i + steps + len(y)] = y
-    for x, y, t in zip(test_x, test_y, first):
+    for x, y, t in zip(test_x[shown], test_y[shown], first[shown]):
         series[t - steps: t] = x[:, 0]
         series[t: t + len(y)] = y
-    return series, int(first.min())
+    return series, int(first[shown].min()), shown
 
 
 def _png(fig) -> str:
@@ -203,9 +208,8 @@ def _draw(model_path: Path, entries: list[_Entry], target: Path, title: str, log
     with np.load(card_.windows_file(model_path, card)) as z:
         windows = {k: z[k] for k in z.files}
     units = card.units
-    series, split = _series(windows)
-    heldout = len(windows["test_x"])
-    first = windows["test_first_target"].astype(int)
+    series, split, shown = _series(windows)
+    first = windows["test_first_target"].astype(int)[shown]
 
     rows, reference, targets, streams = [], None, None, []
     for e in entries:
@@ -217,7 +221,7 @@ def _draw(model_path: Path, entries: list[_Entry], target: Path, title: str, log
         out = next(iter(runner.run(e.bundle.inputs).values()))
         if runner.has_step:  # a streaming model: the same windows fed one time step at a time
             stepped = next(iter(runner.run_steps(e.bundle.inputs).values())).reshape(len(out), -1)
-            streams.append((e.recipe, np.abs(out - expected)[:heldout, 0], np.abs(stepped - expected)[:heldout, 0]))
+            streams.append((e.recipe, np.abs(out - expected)[shown, 0], np.abs(stepped - expected)[shown, 0]))
         info = tflite_model.read(e.model)
         rows.append(RecipeFigures(e.recipe, info.size_bytes, info.weight_bytes, float(np.max(np.abs(out - expected))),
                                   e.psnr_db, e.task_delta, _latency_us(runner, e.bundle.inputs), e.passed, out))
@@ -231,11 +235,12 @@ def _draw(model_path: Path, entries: list[_Entry], target: Path, title: str, log
     ax.plot(t[:split], series[:split], color="#1f77b4", label="training part")
     ax.plot(t[split:], series[split:], color="black", label="held-out part")
     ax.axvline(split - 0.5, color="gray", linestyle="--", linewidth=1)
-    ax.plot(first, reference[:heldout, 0], "o-", color="#ff7f0e", markersize=3, label="forecast (Keras model)")
+    ax.plot(first, reference[shown, 0], "o-", color="#ff7f0e", markersize=3, label="forecast (Keras model)")
     ax.set_xlabel("time step")
     ax.set_ylabel(units)
     ax.legend(loc="upper left")
-    ax.set_title(f"{card.data.get('column', 'series')}: held-out RMSE {metrics.get('heldout_rmse', float('nan')):.4g}"
+    one = f" (held-out part of shard 1 of {card.data['shards']})" if card.data.get("shards") else ""
+    ax.set_title(f"{card.data.get('column', 'series')}{one}: held-out RMSE {metrics.get('heldout_rmse', float('nan')):.4g}"
                  f" (naive {metrics.get('naive_rmse', float('nan')):.4g})")
     figures.append(("The series and the forecasts", "The target column in the data's units: the training part, "
                     "the held-out part (after the dashed line) and the original model's one-step forecasts of it.",
@@ -244,10 +249,10 @@ def _draw(model_path: Path, entries: list[_Entry], target: Path, title: str, log
     # 2. Every model on the held-out windows
     fig, ax = plt.subplots(figsize=(10, 4.5))
     if targets is not None:
-        ax.plot(first, targets[:heldout, 0], color="black", linewidth=2, label="true value")
-    ax.plot(first, reference[:heldout, 0], color="gray", linewidth=5, alpha=0.5, label="Keras (original)")
+        ax.plot(first, targets[shown, 0], color="black", linewidth=2, label="true value")
+    ax.plot(first, reference[shown, 0], color="gray", linewidth=5, alpha=0.5, label="Keras (original)")
     for r in rows:
-        ax.plot(first, r.outputs[:heldout, 0], marker=".", linewidth=1, label=r.recipe)
+        ax.plot(first, r.outputs[shown, 0], marker=".", linewidth=1, label=r.recipe)
     ax.set_xlabel("time step")
     ax.set_ylabel(units)
     ax.legend(ncol=4, fontsize=8)

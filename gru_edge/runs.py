@@ -16,13 +16,19 @@ from gru_edge.graph import RECURRENT, all_layers
 from gru_edge.io import quiet_tensorflow
 
 
-def write_run(folder: Path, model, win: data.Windows, card: TrainingCard) -> TrainingCard:
-    """Write the run's three files into ``folder``; the card names the other two by their sha256. The windows are
-    what the saved model reads and returns: raw values, targets in the data's units. Returns the card written."""
+def run_windows(win: data.Windows) -> dict[str, np.ndarray]:
+    """What windows.npz holds: what the saved model reads and returns (raw values, targets in the data's units)."""
+    return {"train_x": win.train_raw, "train_y": win.train_truth, "test_x": win.test_raw, "test_y": win.test_truth,
+            "test_first_target": win.test_first_target}
+
+
+def write_run(folder: Path, model, windows: dict[str, np.ndarray], card: TrainingCard) -> TrainingCard:
+    """Write the run's three files into ``folder``; the card names the other two by their sha256. ``windows``
+    (run_windows) are train_x/train_y, test_x/test_y and test_first_target (and test_shard for shards). Returns the
+    card written."""
     model.save(folder / MODEL)
     with open(folder / WINDOWS, "wb") as fh:
-        np.savez(fh, train_x=win.train_raw, train_y=win.train_truth, test_x=win.test_raw, test_y=win.test_truth,
-                 test_first_target=win.test_first_target)
+        np.savez(fh, **windows)
     card = card.bound(folder)
     card.write(folder)
     return card

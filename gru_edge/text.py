@@ -149,7 +149,12 @@ def train_summary(result) -> list[str]:
     """What ``train`` prints: files, the transform, held-out metrics beside the baselines, a warning when the model
     does not beat them."""
     card, m = result.card, result.card.metrics
-    lines = [f"model:     {result.model_path}", f"card:      {result.card_path}"]
+    lines = [f"model:     {result.model_path}", f"card:      {result.card_path}"] if result.written_by is None else [
+        f"worker {result.written_by}: trained its share; the chief (worker 0) writes the run folder"]
+    if card.data.get("shards"):
+        d = card.model["distribute"]
+        lines.append(f"data:      {card.data['shards']} shards, {card.data['rows']} rows, streamed; "
+                     f"{d['replicas']} replicas ({d['strategy']})")
     if card.kind == "classification":
         return lines + [f"held-out accuracy ({card.split['heldout_windows']} windows): "
                         f"{m['heldout_accuracy']:.2%} (majority class: {m['majority_class_accuracy']:.2%})"]
