@@ -142,6 +142,8 @@ def train(data, column, features, window, horizon, units, layers, epochs, patien
     """
     from gru_edge.model import TrainConfig, train as train_model
 
+    if devices is not None and distribute != "mirrored":
+        raise click.UsageError("--devices is for --distribute mirrored (multi-worker uses each process's devices).")
     if stray:
         expanded = " The shell expanded a pattern into several files: quote it, as in --data 'logs/*.csv'." \
             if Path(data).is_file() and all(Path(s).is_file() for s in stray) else ""

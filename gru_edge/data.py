@@ -105,7 +105,7 @@ def difference(values: np.ndarray, diffs) -> np.ndarray:
     """``values`` differenced by each lag in turn; the first sum(diffs) entries are NaN (no earlier value)."""
     z = np.asarray(values, dtype=float)
     for d in diffs:
-        z = np.r_[np.full(d, np.nan), z[d:] - z[:-d]]
+        z = np.r_[np.full(min(d, len(z)), np.nan), z[d:] - z[:-d]]
     return z
 
 

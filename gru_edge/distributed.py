@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -64,6 +66,34 @@ def _cluster() -> tuple[int, int, bool]:
     return position, len(workers), position == 0
 
 
+# Waits on its stdin (closed by the worker once the cluster has formed); on timeout it says why and ends the worker,
+# which TensorFlow keeps inside a native call holding the GIL (no Python thread or signal handler runs there).
+_WATCHDOG = ("import os, select, signal, sys; ready = select.select([sys.stdin], [], [], float(sys.argv[2]))[0]; "
+             "ready or (sys.stderr.write(sys.argv[3] + chr(10)), sys.stderr.flush(), "
+             "os.kill(int(sys.argv[1]), signal.SIGKILL))")
+
+
+def _join(tf, worker: int, workers: int):
+    """MultiWorkerMirroredStrategy, once every worker has joined. TensorFlow waits for them without end, so a worker
+    that never comes (a chief that refused its -o folder, a typo in a host name) ends this one after
+    GRU_EDGE_CLUSTER_TIMEOUT seconds (default 600), with one line on stderr."""
+    timeout = os.environ.get("GRU_EDGE_CLUSTER_TIMEOUT", "600")
+    message = (f"Error: worker {worker}: the {workers} workers in TF_CONFIG did not all join within {timeout} s; "
+               "start every worker (worker 0 stops early when it refuses its -o folder), or raise "
+               "GRU_EDGE_CLUSTER_TIMEOUT.")
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), timeout, message],
+                                stdin=subprocess.PIPE)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except Exception as e:  # an address in use or not resolvable
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(f"--distribute multi-worker: TensorFlow could not form the cluster in TF_CONFIG: {first}") \
+            from None
+    finally:
+        watchdog.stdin.close()
+        watchdog.wait()
+
+
 def place(kind: str, devices: int | None) -> Placement:
     """The tf.distribute strategy for ``kind``; call it before TensorFlow runs anything."""
     if kind not in STRATEGIES:
@@ -76,7 +106,7 @@ def place(kind: str, devices: int | None) -> Placement:
         return Placement(tf.distribute.get_strategy(), kind, "the default device", True, 0, 1)
     if kind == "multi-worker":
         worker, workers, chief = _cluster()
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = _join(tf, worker, workers)
         return Placement(strategy, kind, f"worker {worker} of {workers} (TF_CONFIG), "
                          f"{strategy.num_replicas_in_sync} replicas in all", chief, worker, workers)
     gpus = tf.config.list_physical_devices("GPU")
@@ -113,8 +143,9 @@ def _dataset(tf, plan: shards.Plan, part: str, batch: int, seed: int, shuffle: b
     ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed)
-    ds = ds.interleave(lambda i: tf.data.Dataset.from_generator(windows, args=(i,), output_signature=signature),
-                       cycle_length=min(n, 4)).unbatch()
+    # one window at a time from each of four shards in turn, then the shuffle buffer mixes them
+    ds = ds.interleave(lambda i: tf.data.Dataset.from_generator(windows, args=(i,), output_signature=signature)
+                       .unbatch(), cycle_length=min(n, 4))
     if shuffle:
         ds = ds.shuffle(SHUFFLE, seed=seed)
     options = tf.data.Options()
@@ -158,7 +189,7 @@ def _fit(tf, keras, cfg, plan: shards.Plan, placement: Placement, log):
                              tf.cast(tf.size(y), tf.float32)])
         return strategy.reduce("SUM", strategy.run(replica, (x, y)), axis=None)
 
-    best = (np.inf, None, 0, 1.0)  # validation loss, weights, epoch, shrink
+    best = (np.nan, None, 0, 1.0)  # validation loss, weights, epoch, shrink
     loss = np.nan
     for epoch in range(1, cfg.epochs + 1):
         total, steps = tf.constant(0.0), 0
@@ -169,10 +200,13 @@ def _fit(tf, keras, cfg, plan: shards.Plan, placement: Placement, log):
         loss, val_loss = float(total) / max(steps, 1), sums[0] / max(sums[3], 1)
         shrink = 1.0 if sums[2] == 0 else float(np.clip(sums[1] / sums[2], 0.0, 1.0))
         log(f"  epoch {epoch}/{cfg.epochs}: loss {loss:.4g}, validation loss {val_loss:.4g}")
-        if not cfg.patience or val_loss < best[0]:
+        if not cfg.patience or val_loss < best[0] or (best[1] is None and np.isfinite(val_loss)):
             best = (val_loss, core.get_weights(), epoch, shrink)
         elif epoch - best[2] >= cfg.patience:
             break
+    if best[1] is None:
+        raise DataError(f"Training diverged: the validation loss was {best[0]} from the first epoch on. Try a "
+                        "smaller --learning-rate, or --transform diff for a series that drifts.")
     return best[1], best[2], epoch, best[3], loss
 
 
@@ -236,7 +270,8 @@ def train(cfg, run_dir: Path, log=lambda msg: None):
                         f"train on (--batch-size {cfg.batch_size} needs at least as many), {counts['validation']} "
                         f"to validate and {counts['heldout']} held out. Give more data, or a smaller --window, "
                         "--test-size or --batch-size.")
-    # The chief's folder is checked before the cluster forms: a refusal then never leaves the other workers waiting.
+    # The chief's folder is checked before the cluster forms (a refusal ends the chief before it joins; the others
+    # then give up after GRU_EDGE_CLUSTER_TIMEOUT, see _join).
     chief = cfg.distribute != "multi-worker" or _cluster()[2]
     with outputs.staged(run_dir, outputs.RUN) if chief else nullcontext() as stage:
         placement = place(cfg.distribute, cfg.devices)  # before TensorFlow runs anything
@@ -273,7 +308,8 @@ def train(cfg, run_dir: Path, log=lambda msg: None):
             window=window, input_steps=fr.input_steps, horizon=cfg.horizon, n_features=features,
             split={"kind": "chronological per shard", "train_rows": fitted.train_rows,
                    "heldout_rows": found.rows - fitted.train_rows, "validation_rows": sum(v for _, v in splits),
-                   "train_windows": counts["fit"] + counts["validation"], "heldout_windows": counts["heldout"]},
+                   "train_windows": counts["fit"], "validation_windows": counts["validation"],
+                   "heldout_windows": counts["heldout"]},
             transform=fitted.transform.to_dict() | {"requested": spec}, transform_trials=[],
             framing=fr.to_dict(), input_range={"min": fitted.low, "max": fitted.high},
             model={"units": cfg.units, "layers": cfg.layers, "epochs": epochs, "epochs_run": ran,

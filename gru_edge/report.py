@@ -239,7 +239,8 @@ def _draw(model_path: Path, entries: list[_Entry], target: Path, title: str, log
     ax.set_xlabel("time step")
     ax.set_ylabel(units)
     ax.legend(loc="upper left")
-    one = f" (held-out part of shard 1 of {card.data['shards']})" if card.data.get("shards") else ""
+    one = f" (held-out part of shard {int(windows['test_shard'][0]) + 1} of {card.data['shards']})" \
+        if card.data.get("shards") else ""
     ax.set_title(f"{card.data.get('column', 'series')}{one}: held-out RMSE {metrics.get('heldout_rmse', float('nan')):.4g}"
                  f" (naive {metrics.get('naive_rmse', float('nan')):.4g})")
     figures.append(("The series and the forecasts", "The target column in the data's units: the training part, "

@@ -58,7 +58,7 @@ def find(spec: str) -> list[Path]:
 class Shard:
     path: Path
     rows: int
-    offsets: tuple[int, ...]  # CSV: byte offset of rows 0, CHUNK, 2 * CHUNK, ...; Parquet: none
+    offsets: tuple[int, ...]  # CSV: byte offset of rows 0, CHUNK, 2 * CHUNK, ...; Parquet: row group sizes
 
     def split(self, test_size: int | None, validation: float, horizon: int) -> tuple[int, int]:
         """(training rows, validation rows): the hold-out is ``test_size`` rows or 20% of the shard, the validation
@@ -96,8 +96,9 @@ def _columns(header: list[str], column: str | None, features: tuple[str, ...], w
     return wanted
 
 
-def _numbers(cells: list[list[str]], index: list[int], names: tuple[str, ...], where: Path, first_line: int):
-    """[m, len(index)] float64 of the rows ``cells``; DataError naming the file, line and column of a bad cell."""
+def _numbers(cells: list[list[str]], index: list[int], names: tuple[str, ...], where: Path, lines: list[int]):
+    """[m, len(index)] float64 of the rows ``cells`` (on file ``lines``); DataError naming the file, line and column
+    of a bad cell."""
     try:
         table = np.array([[row[i] if i < len(row) else "" for i in index] for row in cells], dtype=np.float64)
         if np.isfinite(table).all():
@@ -112,7 +113,7 @@ def _numbers(cells: list[list[str]], index: list[int], names: tuple[str, ...], w
             except ValueError:
                 ok = False
             if not ok:
-                raise DataError(f"{where}, line {first_line + r}, column '{names[j]}': '{cell}' is not a finite "
+                raise DataError(f"{where}, line {lines[r]}, column '{names[j]}': '{cell}' is not a finite "
                                 "number; the target and feature columns must hold numbers only (no NaN or inf).")
     raise AssertionError("unreachable")
 
@@ -121,61 +122,88 @@ def _csv_chunks(path: Path, column, features, offset: int = 0, on_line=None) -> 
     """(wanted columns, chunk [m, columns]) of a CSV file, CHUNK rows at a time from byte ``offset`` (a row
     boundary; 0: the first data row); ``on_line(raw bytes, row index)`` sees every data line."""
     with open(path, "rb") as fh:
-        head = fh.readline()
+        head, number = b"", 0
+        while not head.removeprefix(b"\xef\xbb\xbf").strip():
+            head, number = fh.readline(), number + 1
+            if not head:
+                raise DataError(f"{path} is empty: a CSV shard needs a header row and one row per time step.")
         try:
+            if b"\r" in head.rstrip(b"\r\n"):
+                raise csv.Error("a line ends in CR alone")
             header = [h.strip() for h in next(csv.reader([head.decode("utf-8-sig")]))]
-        except (UnicodeDecodeError, StopIteration):
-            raise DataError(f"{path} does not start with a header row of UTF-8 text.") from None
+        except (UnicodeDecodeError, csv.Error):
+            raise DataError(f"{path} does not start with a header row of UTF-8 CSV text (lines ending in LF or "
+                            "CRLF).") from None
         wanted = _columns(header, column, features, path)
         index = [header.index(w) for w in wanted]
         if offset:
             fh.seek(offset)
-        lines, first_line, row = [], 2, 0
+        lines, numbers, row = [], [], 0
         for raw in fh:
+            number += 1
             if not raw.strip():
                 continue
             if on_line:
                 on_line(raw, row, fh)
             lines.append(raw)
+            numbers.append(number)
             row += 1
             if len(lines) == CHUNK:
-                yield wanted, _parse(lines, index, wanted, path, first_line)
-                first_line, lines = first_line + CHUNK, []
+                yield wanted, _parse(lines, index, wanted, path, numbers)
+                lines, numbers = [], []
         if lines:
-            yield wanted, _parse(lines, index, wanted, path, first_line)
+            yield wanted, _parse(lines, index, wanted, path, numbers)
 
 
-def _parse(lines, index, wanted, path, first_line):
+def _parse(lines, index, wanted, path, numbers):
     try:
         cells = list(csv.reader(line.decode("utf-8") for line in lines))
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 text CSV file.") from None
-    return _numbers(cells, index, wanted, path, first_line)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} is not a UTF-8 text CSV file with one row per line ({e}).") from None
+    return _numbers(cells, index, wanted, path, numbers)
 
 
-def _parquet_chunks(path: Path, column, features) -> Iterator[tuple[tuple, np.ndarray]]:
+def _parquet_chunks(path: Path, column, features, groups: int = 0) -> Iterator[tuple[tuple, np.ndarray]]:
+    """As _csv_chunks for a Parquet file, from row group ``groups`` on."""
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"Reading {path.name} needs pyarrow: pip install 'gru-edge[parquet]'.") from None
     try:
         pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+        # pandas writes its index as a last column; it is no series
+        wanted = _columns([n for n in schema.names if not n.startswith("__index_level_")], column, features, path)
+        for w in wanted:
+            kind = schema.field(w).type
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
+                raise DataError(f"{path}: column '{w}' holds {kind}, not numbers; the target and feature columns "
+                                "must be integer, floating-point or decimal.")
+        row = sum(pf.metadata.row_group(g).num_rows for g in range(groups))
+        for batch in pf.iter_batches(batch_size=CHUNK, columns=list(wanted),
+                                     row_groups=range(groups, pf.num_row_groups)):
+            table = np.stack([batch.column(w).to_numpy(zero_copy_only=False).astype(np.float64) for w in wanted],
+                             1)
+            bad = ~np.isfinite(table)
+            if bad.any():
+                r, j = np.argwhere(bad)[0]
+                raise DataError(f"{path}, row {row + r + 1}, column '{wanted[j]}': not a finite number (null, NaN "
+                                "and inf are not allowed).")
+            row += len(table)
+            yield wanted, table
+    except DataError:
+        raise
     except Exception as e:  # pyarrow raises several types for a damaged file
-        raise DataError(f"{path} is not a readable Parquet file: {str(e).splitlines()[0][:160]}") from None
-    wanted = _columns(list(pf.schema_arrow.names), column, features, path)
-    row = 0
-    for batch in pf.iter_batches(batch_size=CHUNK, columns=list(wanted)):
-        try:
-            table = np.stack([batch.column(w).to_numpy(zero_copy_only=False).astype(np.float64) for w in wanted], 1)
-        except (TypeError, ValueError):
-            raise DataError(f"{path}: columns {', '.join(wanted)} must hold numbers.") from None
-        bad = ~np.isfinite(table)
-        if bad.any():
-            r, j = np.argwhere(bad)[0]
-            raise DataError(f"{path}, row {row + r + 1}, column '{wanted[j]}': not a finite number (null, NaN and "
-                            "inf are not allowed).")
-        row += len(table)
-        yield wanted, table
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise DataError(f"{path} is not a readable Parquet file: {first}") from None
+
+
+def _row_groups(path: Path) -> list[int]:
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
 
 
 def scan(spec: str, column: str | None = None, features: tuple[str, ...] = ()) -> Shards:
@@ -183,21 +211,22 @@ def scan(spec: str, column: str | None = None, features: tuple[str, ...] = ()) -
     digest, shards, names = hashlib.sha256(), [], None
     for path in find(spec):
         digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
         offsets: list[int] = []
         if path.suffix == ".parquet":
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
             chunks = _parquet_chunks(path, column, features)
         else:
             def on_line(raw, row, fh):
                 if row % CHUNK == 0:
                     offsets.append(fh.tell() - len(raw))
-                digest.update(raw)
             chunks = _csv_chunks(path, column, features, on_line=on_line)
         rows = 0
         for wanted, chunk in chunks:
             rows += len(chunk)
+        if path.suffix == ".parquet":
+            offsets = _row_groups(path)
         if rows == 0:
             wanted = None
         if wanted is not None:
@@ -213,10 +242,13 @@ def scan(spec: str, column: str | None = None, features: tuple[str, ...] = ()) -
 
 def read(shards: Shards, shard: Shard, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """(index of the first row, chunk [m, 1 + features]) of ``shard`` from the chunk holding row ``start``."""
-    k = min(start // CHUNK, len(shard.offsets) - 1) if shard.offsets else 0
     if shard.path.suffix == ".parquet":
-        chunks, row = _parquet_chunks(shard.path, shards.column, shards.features), 0
+        groups, row = 0, 0
+        while groups < len(shard.offsets) and row + shard.offsets[groups] <= start:
+            row, groups = row + shard.offsets[groups], groups + 1
+        chunks = _parquet_chunks(shard.path, shards.column, shards.features, groups)
     else:
+        k = min(start // CHUNK, len(shard.offsets) - 1) if shard.offsets else 0
         chunks, row = _csv_chunks(shard.path, shards.column, shards.features, shard.offsets[k] if k else 0), k * CHUNK
     for _, chunk in chunks:
         if row + len(chunk) > start:
@@ -269,12 +301,14 @@ def fit_transform(shards: Shards, spec: str, test_size: int | None, validation: 
         train_rows += max(n_train, 0)
         carry = np.zeros(0)
         for row, chunk in read(shards, shard):
-            part = chunk[: max(0, n_train - row)]
-            if not len(part):
-                break
-            if log and np.any(part[:, 0] <= 0):
+            if log and np.any(chunk[:, 0] <= 0):  # held-out values too: the model takes their log
                 raise DataError(f"Transform 'log' needs positive values; {shard.path} has values <= 0 in column "
                                 f"'{shards.column}'. Use --transform none or diff.")
+            part = chunk[: max(0, n_train - row)]
+            if not len(part):
+                if log:
+                    continue
+                break
             level = np.r_[carry, np.log(part[:, 0]) if log else part[:, 0]]
             z = data.difference(level, diffs)[len(carry):]
             carry = level[-lag:] if lag else carry
@@ -353,9 +387,6 @@ class Plan:
 
     def _cut(self, block: np.ndarray, start: int, t0: int, t1: int) -> Block:
         lag, w, h = self.transform.lag, self.window, self.horizon
-        if self.transform.log and np.any(block[:, 0] <= 0):
-            raise DataError(f"Transform 'log' needs positive values; a shard has values <= 0 in column "
-                            f"'{self.shards.column}' after its training part. Use --transform none or diff.")
         series = data.Series("", "", self.shards.column, block[:, 0], self.shards.features, block[:, 1:])
         z = self.transform.model_inputs(series).astype(np.float32)
         t = np.arange(t0, t1 + 1)

@@ -135,12 +135,59 @@ def test_parquet_shards_read_as_the_csv_ones(three, tmp_path):
     (lambda d: ((d / "x.csv").write_text("y,a\n1,2\n"), (d / "z.csv").write_text("y,b\n1,2\n")), "*.csv",
      "Column 'a' not in"),
     (lambda d: (d / "x.csv").write_text("y,a\n"), "*.csv", "have no data rows"),
+    (lambda d: (d / "x.csv").write_text(""), "*.csv", "x.csv is empty"),
+    (lambda d: (d / "x.csv").write_text("\n\ny,a\n1,2\n\n\n3,x\n"), "*.csv", "line 7, column 'a': 'x'"),
+    (lambda d: (d / "x.csv").write_bytes(b"y,a\r1,2\r3,4\r"), "*.csv", "lines ending in LF or CRLF"),
+    (lambda d: (d / "x.parquet").write_bytes(b"PAR1 not really"), "*.parquet", "not a readable Parquet file"),
 ])
 def test_bad_shards_are_one_line_naming_the_file(tmp_path, setup, spec, message):
     setup(tmp_path)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(".", r"\.")) as e:
         shards.scan(str(tmp_path / spec), "y", ("a",))
     assert "\n" not in str(e.value)
+
+
+def test_crlf_a_bom_and_blank_lines_read_as_plain_lines(three, tmp_path, chunk):
+    plain = shards.scan(str(three / "dev0.csv"), "y", ("a",))
+    text = (three / "dev0.csv").read_text().splitlines()
+    odd = tmp_path / "odd" / "dev0.csv"
+    odd.parent.mkdir()
+    odd.write_bytes(b"\xef\xbb\xbf\r\n" + "\r\n".join(text[:30] + [""] + text[30:]).encode() + b"\r\n")
+    other = shards.scan(str(odd), "y", ("a",))
+    assert other.shards[0].rows == plain.shards[0].rows == 90
+    a, b = _plan(plain)[0], _plan(other)[0]
+    for part in shards.PARTS:
+        xa = np.concatenate([blk.raw for blk in a.blocks(plain.shards[0], part)])
+        assert np.array_equal(xa, np.concatenate([blk.raw for blk in b.blocks(other.shards[0], part)]))
+
+
+def test_log_refuses_a_non_positive_value_anywhere_naming_the_shard(three):
+    lines = (three / "dev1.csv").read_text().splitlines()
+    lines[-1] = "60,-1.0,0.5"  # in the held-out part
+    (three / "dev1.csv").write_text("\n".join(lines) + "\n")
+    found = shards.scan(str(three / "*.csv"), "y", ("a",))
+    with pytest.raises(DataError, match="dev1.csv has values <= 0"):
+        shards.fit_transform(found, "log", 10, 0.2, 1)
+    shards.fit_transform(found, "diff1", 10, 0.2, 1)  # no log: fine
+
+
+def test_a_shard_shorter_than_the_lag_gives_no_window_and_no_error(three):
+    (three / "short.csv").write_text("step,y,a\n0,5,1\n1,6,2\n2,7,3\n")
+    found = shards.scan(str(three / "*.csv"), "y", ("a",))
+    plan, _ = _plan(found, spec="diff12", window=3, horizon=1, test_size=1)
+    short = [s for s in found.shards if s.path.name == "short.csv"][0]
+    assert all(not list(plan.blocks(short, part)) for part in shards.PARTS)
+    assert plan.count("heldout") == 3  # one window for each long shard's last value
+
+
+def test_parquet_columns_that_are_not_numbers_are_refused(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="Parquet shards need the parquet extra (in the test extra)")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"when": ["a", "b"], "y": [1.0, 2.0]}), tmp_path / "x.parquet")
+    with pytest.raises(DataError, match="column 'when' holds string, not numbers"):
+        shards.scan(str(tmp_path / "x.parquet"), "when")
+    assert shards.scan(str(tmp_path / "x.parquet")).column == "y"  # the last column by default
 
 
 def test_kept_windows_are_bounded():
