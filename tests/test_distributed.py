@@ -18,7 +18,7 @@ import pytest
 from gru_edge import data
 
 ARGS = ["--column", "y", "--features", "a,b,c", "--transform", "diff", "--window", "8", "--units", "8",
-        "--epochs", "8", "--batch-size", "32", "--test-size", "40"]
+        "--epochs", "5", "--batch-size", "48", "--test-size", "40"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def single(fleet, tmp_path_factory):
 
     run = tmp_path_factory.mktemp("single") / "run"
     return train(TrainConfig(data=str(fleet / "*.csv"), column="y", features=("a", "b", "c"), transform="diff",
-                             window=8, units=8, epochs=8, batch_size=32, test_size=40), run)  # as ARGS
+                             window=8, units=8, epochs=5, batch_size=48, test_size=40), run)  # as ARGS
 
 
 def _train(*extra, env=None):
