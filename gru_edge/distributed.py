@@ -30,6 +30,7 @@ from gru_edge import __version__, data, outputs, shards
 from gru_edge.card import CARD, MODEL, TrainingCard
 from gru_edge.errors import DataError
 from gru_edge.io import quiet_tensorflow
+from gru_edge.text import plural
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
 SHUFFLE = 4096  # windows in tf.data's shuffle buffer: bounded, whatever the data's size
@@ -280,8 +281,8 @@ def train(cfg, run_dir: Path, log=lambda msg: None):
             import tensorflow as tf
         log(f"training {cfg.layers}x GRU({cfg.units}) on {counts['fit']} windows of {window} from "
             f"{len(found.shards)} shards ({found.rows} rows), transform '{fitted.transform.spec}', up to "
-            f"{cfg.epochs} epochs, validating on {counts['validation']}; {placement.strategy.num_replicas_in_sync} "
-            f"replicas: {placement.where}")
+            f"{cfg.epochs} epochs, validating on {counts['validation']}; "
+            f"{plural(placement.strategy.num_replicas_in_sync, 'replica')}: {placement.where}")
         started = time.perf_counter()
         weights, epochs, ran, shrink, loss = _fit(tf, keras, cfg, plan, placement, log)
         seconds = time.perf_counter() - started

@@ -315,7 +315,10 @@ def fit_transform(shards: Shards, spec: str, test_size: int | None, validation: 
             moments.add(np.c_[z, part[:, 1:]])
             low, high = np.minimum(low, part.min(axis=0)), np.maximum(high, part.max(axis=0))
     if moments.n[0] < 2:
-        raise DataError(f"Too few training values ({int(moments.n[0])}) in the shards for transform '{spec}'.")
+        sizes = [s.rows for s in shards.shards]
+        raise DataError(f"Too few training values ({int(moments.n[0])}) in {len(sizes)} shards of {min(sizes)} to "
+                        f"{max(sizes)} rows for transform '{spec}' after holding out "
+                        f"{test_size or '20% of each shard'}; give a smaller --test-size or longer shards.")
     std = np.where(moments.std > 0, moments.std, 1.0)
     transform = data.Transform(log=log, diffs=diffs, mean=float(moments.mean[0]), std=float(std[0]),
                                feature_mean=tuple(float(v) for v in moments.mean[1:]),

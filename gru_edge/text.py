@@ -8,6 +8,10 @@ import math
 from pathlib import Path
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def err(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -154,7 +158,7 @@ def train_summary(result) -> list[str]:
     if card.data.get("shards"):
         d = card.model["distribute"]
         lines.append(f"data:      {card.data['shards']} shards, {card.data['rows']} rows, streamed; "
-                     f"{d['replicas']} replicas ({d['strategy']})")
+                     f"{plural(d['replicas'], 'replica')} ({d['strategy']})")
     if card.kind == "classification":
         return lines + [f"held-out accuracy ({card.split['heldout_windows']} windows): "
                         f"{m['heldout_accuracy']:.2%} (majority class: {m['majority_class_accuracy']:.2%})"]
