@@ -58,13 +58,8 @@ def load_series(data: str | Path, column: str | None = None, features: tuple[str
     if len(rows) < 2:
         raise DataError(f"{source} has no data rows: a CSV needs a header row and one row per time step.")
     header = [h.strip() for h in rows[0]]
-    column = column or header[-1]
-    wanted = (column, *features)
-    for name in wanted:
-        if name not in header:
-            raise DataError(f"Column '{name}' not in {Path(source).name}. Columns: {', '.join(header)}.")
-    if len(set(wanted)) != len(wanted):
-        raise DataError(f"Columns must be distinct; got target '{column}' and features {', '.join(features)}.")
+    wanted = columns(header, column, features, Path(source).name)
+    column = wanted[0]
     table = np.empty((len(rows) - 1, len(wanted)))
     for i, row in enumerate(rows[1:], start=2):
         for j, name in enumerate(wanted):
@@ -80,6 +75,18 @@ def load_series(data: str | Path, column: str | None = None, features: tuple[str
             table[i - 2, j] = value
     return Series(source=source, sha256=hashlib.sha256(raw).hexdigest(), column=column, values=table[:, 0],
                   feature_names=tuple(features), features=table[:, 1:])
+
+
+def columns(header: list[str], column: str | None, features: tuple[str, ...], where) -> tuple[str, ...]:
+    """(target, *features) named in ``header`` (the target: the last column unless named); DataError otherwise."""
+    column = column or header[-1]
+    wanted = (column, *features)
+    for name in wanted:
+        if name not in header:
+            raise DataError(f"Column '{name}' not in {where}. Columns: {', '.join(header)}.")
+    if len(set(wanted)) != len(wanted):
+        raise DataError(f"Columns must be distinct; got target '{column}' and features {', '.join(features)}.")
+    return wanted
 
 
 def parse_transform(text: str) -> tuple[bool, tuple[int, ...]]:

@@ -85,17 +85,6 @@ class Shards:
         return sum(s.rows for s in self.shards)
 
 
-def _columns(header: list[str], column: str | None, features: tuple[str, ...], where: Path) -> tuple[str, ...]:
-    column = column or header[-1]
-    wanted = (column, *features)
-    for name in wanted:
-        if name not in header:
-            raise DataError(f"Column '{name}' not in {where}. Columns: {', '.join(header)}.")
-    if len(set(wanted)) != len(wanted):
-        raise DataError(f"Columns must be distinct; got target '{column}' and features {', '.join(features)}.")
-    return wanted
-
-
 def _numbers(cells: list[list[str]], index: list[int], names: tuple[str, ...], where: Path, lines: list[int]):
     """[m, len(index)] float64 of the rows ``cells`` (on file ``lines``); DataError naming the file, line and column
     of a bad cell."""
@@ -134,7 +123,7 @@ def _csv_chunks(path: Path, column, features, offset: int = 0, on_line=None) -> 
         except (UnicodeDecodeError, csv.Error):
             raise DataError(f"{path} does not start with a header row of UTF-8 CSV text (lines ending in LF or "
                             "CRLF).") from None
-        wanted = _columns(header, column, features, path)
+        wanted = data.columns(header, column, features, path)
         index = [header.index(w) for w in wanted]
         if offset:
             fh.seek(offset)
@@ -174,7 +163,7 @@ def _parquet_chunks(path: Path, column, features, groups: int = 0) -> Iterator[t
         pf = pq.ParquetFile(path)
         schema = pf.schema_arrow
         # pandas writes its index as a last column; it is no series
-        wanted = _columns([n for n in schema.names if not n.startswith("__index_level_")], column, features, path)
+        wanted = data.columns([n for n in schema.names if not n.startswith("__index_level_")], column, features, path)
         for w in wanted:
             kind = schema.field(w).type
             if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
