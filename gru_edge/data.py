@@ -18,6 +18,7 @@ AIRLINE = "airline"
 BUILTIN_DEFAULTS = {AIRLINE: {"column": "passengers", "transform": "log,diff12", "test_size": 24, "season": 12}}
 CSV_DEFAULTS = {"transform": "auto", "test_fraction": 0.2, "season": None}
 AUTO = "auto"
+LARGEST = 1e38  # magnitude a value may have: models compute in float32 (largest 3.4e38)
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,10 @@ def load_series(data: str | Path, column: str | None = None, features: tuple[str
             except ValueError:
                 raise DataError(f"Line {i}, column '{name}': '{cell}' is not a number; the target and feature "
                                 "columns must hold numbers only.") from None
-            if not math.isfinite(value):
-                raise DataError(f"Line {i}, column '{name}': '{cell}' is not a finite number (NaN and inf are not "
-                                "allowed); fill or drop missing values first.")
+            if not abs(value) <= LARGEST:
+                raise DataError(f"Line {i}, column '{name}': '{cell}' is not a finite number within "
+                                f"±{LARGEST:.0e} (float32; NaN and inf are not allowed); fill or drop missing values "
+                                "first.")
             table[i - 2, j] = value
     return Series(source=source, sha256=hashlib.sha256(raw).hexdigest(), column=column, values=table[:, 0],
                   feature_names=tuple(features), features=table[:, 1:])
@@ -82,6 +84,9 @@ def columns(header: list[str], column: str | None, features: tuple[str, ...], wh
     column = column or header[-1]
     wanted = (column, *features)
     for name in wanted:
+        if header.count(name) > 1:
+            raise DataError(f"Column '{name}' appears {header.count(name)} times in the header of {where}; name "
+                            "each column once.")
         if name not in header:
             raise DataError(f"Column '{name}' not in {where}. Columns: {', '.join(header)}.")
     if len(set(wanted)) != len(wanted):

@@ -266,6 +266,9 @@ def train(cfg, run_dir: Path, log=lambda msg: None):
     window = cfg.window or DEFAULT_WINDOW
     plan = shards.Plan(found, fitted.transform, window, cfg.horizon, cfg.test_size, cfg.validation, cfg.season)
     counts = {part: plan.count(part) for part in shards.PARTS}
+    for shard in found.shards:
+        if all(plan.span(shard, part)[0] > plan.span(shard, part)[1] for part in ("fit", "heldout")):
+            log(f"note: {shard.path} gives no training or held-out window ({shard.rows} rows); it is left out")
     if counts["fit"] < cfg.batch_size or counts["validation"] < 1 or counts["heldout"] < 1:
         raise DataError(f"Too few windows in {len(found.shards)} shards of {found.rows} rows: {counts['fit']} to "
                         f"train on (--batch-size {cfg.batch_size} needs at least as many), {counts['validation']} "

@@ -90,7 +90,7 @@ def _numbers(cells: list[list[str]], index: list[int], names: tuple[str, ...], w
     of a bad cell."""
     try:
         table = np.array([[row[i] if i < len(row) else "" for i in index] for row in cells], dtype=np.float64)
-        if np.isfinite(table).all():
+        if (np.abs(table) <= data.LARGEST).all():
             return table
     except ValueError:
         pass
@@ -98,12 +98,13 @@ def _numbers(cells: list[list[str]], index: list[int], names: tuple[str, ...], w
         for j, i in enumerate(index):
             cell = row[i].strip() if i < len(row) else ""
             try:
-                ok = math.isfinite(float(cell))
+                ok = abs(float(cell)) <= data.LARGEST
             except ValueError:
                 ok = False
             if not ok:
-                raise DataError(f"{where}, line {lines[r]}, column '{names[j]}': '{cell}' is not a finite "
-                                "number; the target and feature columns must hold numbers only (no NaN or inf).")
+                raise DataError(f"{where}, line {lines[r]}, column '{names[j]}': '{cell}' is not a finite number "
+                                f"within ±{data.LARGEST:.0e} (float32); the target and feature columns must hold "
+                                "numbers only (no NaN or inf).")
     raise AssertionError("unreachable")
 
 
@@ -174,11 +175,11 @@ def _parquet_chunks(path: Path, column, features, groups: int = 0) -> Iterator[t
                                      row_groups=range(groups, pf.num_row_groups)):
             table = np.stack([batch.column(w).to_numpy(zero_copy_only=False).astype(np.float64) for w in wanted],
                              1)
-            bad = ~np.isfinite(table)
+            bad = ~(np.abs(table) <= data.LARGEST)
             if bad.any():
                 r, j = np.argwhere(bad)[0]
-                raise DataError(f"{path}, row {row + r + 1}, column '{wanted[j]}': not a finite number (null, NaN "
-                                "and inf are not allowed).")
+                raise DataError(f"{path}, row {row + r + 1}, column '{wanted[j]}': not a finite number within "
+                                f"±{data.LARGEST:.0e} (float32; null, NaN and inf are not allowed).")
             row += len(table)
             yield wanted, table
     except DataError:
