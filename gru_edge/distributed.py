@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import __version__, data, outputs, shards
+from gru_edge import data, outputs, shards
 from gru_edge.card import CARD, MODEL, TrainingCard
 from gru_edge.errors import DataError
 from gru_edge.io import quiet_tensorflow
@@ -216,32 +215,25 @@ def _evaluate(model, plan: shards.Plan) -> tuple[dict, dict]:
     the run folder (every k-th held-out window, at most shards.SAMPLE)."""
     sums = {"heldout": [0.0, 0], "naive": [0.0, 0], "seasonal_naive": [0.0, 0]}
     keep = {"test_x": [], "test_y": [], "test_first_target": [], "test_shard": []}
-    stride, seen = shards.every(plan.count("heldout")), 0
-    for s, shard in enumerate(plan.shards.shards):
-        for b in plan.blocks(shard, "heldout"):
-            pred = np.asarray(model(b.raw, training=False), np.float64)
-            for name, guess in (("heldout", pred), ("naive", b.naive), ("seasonal_naive", b.seasonal)):
-                err = (guess - b.truth)[np.isfinite(guess)]
-                sums[name][0] += float(err @ err)
-                sums[name][1] += err.size
-            pick = (np.arange(seen, seen + len(b.first)) % stride) == 0
-            seen += len(b.first)
-            for k, v in (("test_x", b.raw), ("test_y", b.truth), ("test_first_target", b.first),
-                         ("test_shard", np.full(len(b.first), s))):
-                keep[k].append(v[pick])
+    for s, b, pick in plan.kept("heldout"):
+        pred = np.asarray(model(b.raw, training=False), np.float64)
+        for name, guess in (("heldout", pred), ("naive", b.naive), ("seasonal_naive", b.seasonal)):
+            err = (guess - b.truth)[np.isfinite(guess)]
+            sums[name][0] += float(err @ err)
+            sums[name][1] += err.size
+        for k, v in (("test_x", b.raw), ("test_y", b.truth), ("test_first_target", b.first),
+                     ("test_shard", np.full(len(b.first), s))):
+            keep[k].append(v[pick])
     rmse = {k: float(np.sqrt(v[0] / v[1])) for k, v in sums.items() if v[1]}
     return rmse, {k: np.concatenate(v) for k, v in keep.items()}
 
 
 def _training_sample(plan: shards.Plan) -> dict:
     """Every k-th training window (at most shards.SAMPLE), raw: what int8 calibration reads."""
-    xs, ys, stride, seen = [], [], shards.every(plan.count("fit")), 0
-    for shard in plan.shards.shards:
-        for b in plan.blocks(shard, "fit"):
-            pick = (np.arange(seen, seen + len(b.first)) % stride) == 0
-            seen += len(b.first)
-            xs.append(b.raw[pick])
-            ys.append(b.truth[pick])
+    xs, ys = [], []
+    for _, b, pick in plan.kept("fit"):
+        xs.append(b.raw[pick])
+        ys.append(b.truth[pick])
     return {"train_x": np.concatenate(xs), "train_y": np.concatenate(ys).astype(np.float32)}
 
 
@@ -249,7 +241,7 @@ def train(cfg, run_dir: Path, log=lambda msg: None):
     """``gru-edge train`` on shards or with ``--distribute``: the run folder is what the in-memory path writes
     (model, card, a bounded sample of windows); only the chief writes it."""
     from gru_edge import framing
-    from gru_edge.model import DEFAULT_WINDOW, TrainResult, _shrink_head, build_model
+    from gru_edge.model import DEFAULT_WINDOW, TrainResult, _shrink_head, baseline_verdicts, build_model, versions
     from gru_edge.runs import write_run
 
     if cfg.task != "regression":
@@ -299,11 +291,7 @@ def train(cfg, run_dir: Path, log=lambda msg: None):
         metrics = {"heldout_rmse": rmse["heldout"], "naive_rmse": rmse["naive"], "units": found.column}
         if "seasonal_naive" in rmse and cfg.season:
             metrics["seasonal_naive_rmse"] = rmse["seasonal_naive"]
-        baselines = {k: metrics[k] for k in ("naive_rmse", "seasonal_naive_rmse") if k in metrics}
-        metrics["beaten_baselines"] = sorted(k[:-5] for k, b in baselines.items() if metrics["heldout_rmse"] < b)
-        metrics["not_beaten_baselines"] = sorted(k[:-5] for k, b in baselines.items()
-                                                 if not metrics["heldout_rmse"] < b)
-        metrics |= {"final_train_loss": loss, "train_seconds": round(seconds, 2)}
+        metrics |= baseline_verdicts(metrics) | {"final_train_loss": loss, "train_seconds": round(seconds, 2)}
         splits = [s.split(cfg.test_size, cfg.validation, cfg.horizon) for s in found.shards]
         card = TrainingCard(
             task={"kind": "regression", "metric": "rmse", "units": found.column},
@@ -322,8 +310,7 @@ def train(cfg, run_dir: Path, log=lambda msg: None):
                    "distribute": {"strategy": placement.kind, "replicas": placement.strategy.num_replicas_in_sync,
                                   "workers": placement.workers}},
             season=cfg.season, seed=cfg.seed, metrics=metrics,
-            versions={"gru-edge": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
-                      "numpy": np.__version__, "python": platform.python_version()})
+            versions=versions(keras, tf))
         if stage is not None:
             card = write_run(stage, model, _training_sample(plan) | kept, card)
     run_dir = Path(run_dir)

@@ -153,6 +153,19 @@ def train(cfg: TrainConfig, run_dir: Path, log=lambda msg: None) -> TrainResult:
     return TrainResult(run_dir, run_dir / MODEL, run_dir / CARD, card)
 
 
+def baseline_verdicts(metrics: dict) -> dict:
+    """Which of the naive and seasonal-naive baselines in ``metrics`` the held-out RMSE beats, and which not."""
+    baselines = {k: metrics[k] for k in ("naive_rmse", "seasonal_naive_rmse") if k in metrics}
+    return {"beaten_baselines": sorted(k[:-5] for k, b in baselines.items() if metrics["heldout_rmse"] < b),
+            "not_beaten_baselines": sorted(k[:-5] for k, b in baselines.items() if not metrics["heldout_rmse"] < b)}
+
+
+def versions(keras, tf) -> dict:
+    """The versions a training card records."""
+    return {"gru-edge": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
 def _validation_rows(cfg: TrainConfig, n_train: int) -> int:
     """The training part's last values whose windows early stopping (and 'auto') judge on."""
     return max(cfg.horizon, int(round(cfg.validation * n_train)))
@@ -289,10 +302,7 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         if season:
             metrics["seasonal_naive_rmse"] = data.rmse(
                 data.seasonal_naive_forecast(series, win.test_first_target, cfg.horizon, season), truth)
-        baselines = {k: metrics[k] for k in ("naive_rmse", "seasonal_naive_rmse") if k in metrics}
-        metrics["beaten_baselines"] = sorted(k[:-5] for k, b in baselines.items() if metrics["heldout_rmse"] < b)
-        metrics["not_beaten_baselines"] = sorted(k[:-5] for k, b in baselines.items()
-                                                 if not metrics["heldout_rmse"] < b)
+        metrics |= baseline_verdicts(metrics)
     metrics |= {"final_train_loss": float(history[-1]), "train_seconds": round(seconds, 2)}
     raw_min = win.train_raw.reshape(-1, win.train_raw.shape[2]).min(axis=0)
     raw_max = win.train_raw.reshape(-1, win.train_raw.shape[2]).max(axis=0)
@@ -315,7 +325,6 @@ def _fit(cfg: TrainConfig, series: data.Series, prepared: list, test_size: int, 
         "season": season,
         "seed": cfg.seed,
         "metrics": metrics,
-        "versions": {"gru-edge": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+        "versions": versions(keras, tf),
     })  # files: the sha256 of the model and windows files it describes (write_run)
     return model, card, win

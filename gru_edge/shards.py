@@ -356,6 +356,15 @@ class Plan:
     def count(self, part: str) -> int:
         return sum(max(0, b - a + 1) for a, b in (self.span(s, part) for s in self.shards.shards))
 
+    def kept(self, part: str) -> Iterator[tuple[int, Block, np.ndarray]]:
+        """(shard index, block, mask) for every block of ``part`` in every shard; the masks keep every k-th window,
+        at most SAMPLE in all (what the run folder keeps)."""
+        stride, seen = every(self.count(part)), 0
+        for s, shard in enumerate(self.shards.shards):
+            for b in self.blocks(shard, part):
+                yield s, b, (np.arange(seen, seen + len(b.first)) % stride) == 0
+                seen += len(b.first)
+
     def blocks(self, shard: Shard, part: str) -> Iterator[Block]:
         """``part``'s windows of ``shard``, in order, a chunk at a time."""
         first, last = self.span(shard, part)
