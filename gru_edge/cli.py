@@ -175,8 +175,9 @@ def recipes_cmd(as_json, log):
     found = list_recipes()
     if as_json:
         return _emit_json({"dir": str(recipes.shipped_dir()), "recipes": [r.to_dict() for r in found]})
-    click.echo(text.table(["recipe", "quantization", "gpu", "description"],
-                          [[r.name, r.quantization, r.gpu.precision if r.gpu else "-", r.description] for r in found]))
+    click.echo(text.table(["recipe", "quantization", "unroll", "gpu", "description"],
+                          [[r.name, r.quantization, str(r.unroll).lower(), r.gpu.precision if r.gpu else "-",
+                            r.description] for r in found]))
 
 
 def _budget(ctx, param, value):

@@ -281,6 +281,7 @@ def _finish(recipe: Recipe, produced: Path, event: dict, source: dict, out_dir: 
         calibration_source=calibration or (f"training windows ({WINDOWS})" if card and recipe.needs_calibration
                                            else None),
         form=source.get("form"),
+        loop_steps=event.get("loop_steps"),
         notes=notes + event.get("notes", []),
         level_margin=event.get("level_margin"),
         convert_seconds=event["seconds"],

@@ -17,26 +17,28 @@ from pathlib import Path
 
 import numpy as np
 
-from gru_edge import arrays, data, graph, lowering, names, runs
+from gru_edge import arrays, data, graph, loop_int16, lowering, names, runs
 from gru_edge.errors import ConversionError, GruEdgeError
 from gru_edge.io import quiet_tensorflow
-from gru_edge.recipes import Recipe
+from gru_edge.recipes import LOOP_AFTER, Recipe
 
 
 def _emit(**event) -> None:
     print(json.dumps(event), flush=True)
 
 
-def _converter(tf, keras_model, lowered, recipe: Recipe):
+def _converter(tf, keras_model, lowered, recipe: Recipe, loop: int = 0):
     """Return a TFLiteConverter for the recipe's graph (gru-edge's lowering, or Keras' own WHILE loop) and gru-edge's
-    functions by signature key (none for Keras')."""
+    functions by signature key (none for Keras'). ``loop``: steps per iteration of gru-edge's loop over time
+    (lowering.time_form), 0: unrolled; Keras' layers loop wherever gru-edge's would."""
     b = recipe.batch_size
+    unroll = recipe.unroll if recipe.unroll != "auto" else lowered.steps <= LOOP_AFTER
     if recipe.lowering == "keras" and isinstance(lowered, graph.GraphModel):
         import keras
 
         # TensorFlow's plain path on the whole graph: its WHILE loops, or Keras' own unroll.
         plain = keras.models.clone_model(keras_model, clone_function=lambda layer: layer.__class__.from_config(
-            _unrolled(layer.get_config(), recipe.unroll)))
+            _unrolled(layer.get_config(), unroll)))
         plain.set_weights(keras_model.get_weights())
         return tf.lite.TFLiteConverter.from_keras_model(plain), {}
     if recipe.lowering == "keras":
@@ -51,7 +53,7 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
                 continue
             cfg = layer.get_config()
             if type(layer).__name__ == "GRU":
-                cfg["unroll"] = recipe.unroll
+                cfg["unroll"] = unroll
             clone = type(layer).from_config(cfg)
             x = clone([x, inputs]) if type(layer).__name__ == "Unframe" else clone(x)
             clone.set_weights(layer.get_weights())
@@ -62,7 +64,7 @@ def _converter(tf, keras_model, lowered, recipe: Recipe):
     integer = recipe.quantization == "int16x8"
     functions = (graph.build_function(lowered, b, integer) if isinstance(lowered, graph.GraphModel) else
                  lowering.build_functions(lowered, b, streaming=recipe.streaming and streams(lowered),
-                                          integer=integer))
+                                          integer=integer, loop=loop))
     holder = tf.Module()  # the converter writes a signature for each function this object tracks
     for key, fn in functions.items():
         setattr(holder, key, fn)
@@ -84,16 +86,36 @@ def streams(lowered) -> bool:
 
 def notes_for(lowered, recipe: Recipe) -> list[str]:
     """What the recipe asks and this model cannot have (the model is still made)."""
+    notes = []
     if recipe.streaming and not streams(lowered):
-        why = ("a GRU runs backwards" if not isinstance(lowered, graph.GraphModel)
-               else "the model is a graph, not a chain of GRU layers")
-        return [f"no streaming 'step' signature: {why}, so the state after each step is not the model's state"]
-    return []
+        why = lowering.why_unrolled(lowered)
+        notes.append(f"no streaming 'step' signature: {why}, so the state after each step is not the model's state")
+    if recipe.lowering == "gru-edge" and lowered.steps > LOOP_AFTER and not lowering.time_form(lowered, recipe):
+        why = lowering.why_unrolled(lowered) or "the recipe says unroll = true"
+        notes.append(f"unrolled although the window has {lowered.steps} steps ({why}): the file and the conversion "
+                     "time grow with the window")
+    return notes
+
+
+# A recipe's calibration_size counts windows of up to CALIBRATION_STEPS time steps: longer windows are fewer, down to
+# MIN_CALIBRATION_WINDOWS. The calibrator's time grows with the steps it runs (int8, GRU(64): ~20 µs per step, so
+# 200 windows of 5000 steps would take 20 s, 200 of 50 take 0.2 s), and one long window's states cover ranges that
+# many short ones would; fewer distinct windows than that cost accuracy (int8, T=1000, sine windows of 64 different
+# rhythms: max error 0.168 with 10 windows, 0.008 with 20 and 0.007 with 48).
+CALIBRATION_STEPS = 50
+MIN_CALIBRATION_WINDOWS = 32
+
+
+def calibration_windows(recipe: Recipe, steps: int) -> int:
+    """How many training windows of ``steps`` time steps a recipe calibrates on (before the edge cases)."""
+    budget = recipe.calibration_size * CALIBRATION_STEPS // max(1, steps)
+    return min(recipe.calibration_size, max(MIN_CALIBRATION_WINDOWS, budget))
 
 
 def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[float, float] | None,
                  seed: int = 0, lag: int = 0) -> np.ndarray:
-    """Shuffled training windows plus the edge cases of the training range (so saturating inputs do not clip).
+    """Shuffled training windows (calibration_windows) plus the edge cases of the training range (so saturating
+    inputs do not clip).
     For a differencing model (``lag``) in int8 only the constant ones: a step across the whole range is a difference
     ~10x larger than any in the data, and calibrating on it costs the core that much int8 resolution (the trend
     test's int8 RMSE: +8.2% with it); int16 has the resolution to spare (the airline's int16x8 model clipped the
@@ -103,7 +125,7 @@ def _calibration(recipe: Recipe, windows: np.ndarray | None, input_range: tuple[
                               "windows (windows.npz beside the model, written by 'gru-edge train').")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(windows))
-    n = min(recipe.calibration_size, len(windows))
+    n = min(calibration_windows(recipe, windows.shape[1]), len(windows))
     picked = windows[order[:n]]
     if input_range is None:
         return picked
@@ -135,16 +157,17 @@ def _drifted(cal: np.ndarray, fr, drift: float) -> np.ndarray:
     return np.concatenate([cal, *copies]).astype(np.float32)
 
 
-def _int16_headroom(tf, conv, keras_model, lowered, recipe: Recipe, cal: np.ndarray) -> tuple[bytes, int, float]:
+def _int16_headroom(tf, conv, keras_model, lowered, recipe: Recipe, cal: np.ndarray,
+                    make) -> tuple[bytes, int, float]:
     """int16x8 for a differencing model: the widest DRIFTS margin whose model holds on ``cal`` within the recipe's
     verify limits (the narrowest otherwise; verify judges it)."""
     from gru_edge import parity, runtime
 
-    expected = {lowered.output_name: np.asarray(keras_model(cal, training=False))}
+    expected = {lowered.output_name: graph.predict(keras_model, cal)}
     for drift in DRIFTS:
         wide = _drifted(cal, lowered.framing, drift)
         _feed(tf, conv, lowered, recipe, wide, None)
-        payload = conv.convert()
+        payload = make()
         if drift == DRIFTS[-1] or parity.compare(expected, runtime.Runner(payload).run(cal), recipe.verify).passed:
             return payload, len(wide), drift
 
@@ -168,7 +191,7 @@ def _feed(tf, conv, lowered, recipe: Recipe, cal: np.ndarray, step) -> None:
 def _check_finite(keras_model, cal: np.ndarray, recipe: Recipe) -> None:
     """Refuse to calibrate on windows the model maps to NaN or Inf: the quantization ranges would be NaN, and a
     model with NaN scales crashes LiteRT when it loads."""
-    out = np.asarray(keras_model(cal, training=False))
+    out = graph.predict(keras_model, cal)
     bad = int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())
     if bad:
         raise ConversionError(f"Recipe '{recipe.name}' ({recipe.quantization}): the model's outputs are NaN or "
@@ -194,10 +217,11 @@ def _step_samples(tf, lowered, step, chunks: list[np.ndarray]) -> list[dict]:
 
 def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | None,
                 input_range: tuple[float, float] | None = None) -> tuple[bytes, dict]:
-    """The converted model and what its calibration was: ``calibration_samples`` and, for int16x8 on a differencing
-    model, ``level_margin`` (see DRIFTS)."""
+    """The converted model and what its graph and calibration are: ``loop_steps`` (lowering.time_form),
+    ``calibration_samples`` and, for int16x8 on a differencing model, ``level_margin`` (see DRIFTS)."""
     graph.check_recipe(lowered, recipe.quantization)
-    conv, functions = _converter(tf, keras_model, lowered, recipe)
+    loop = lowering.time_form(lowered, recipe) if recipe.lowering == "gru-edge" else 0
+    conv, functions = _converter(tf, keras_model, lowered, recipe, loop)
     # Builtin ops only: SELECT_TF_OPS (Flex) is never enabled, whatever the recipe says.
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     n_cal = 0
@@ -219,17 +243,19 @@ def convert_one(tf, keras_model, lowered, recipe: Recipe, train_x: np.ndarray | 
         conv.inference_output_type = tf.float32
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if q == "int8" else
                                           tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    make = conv.convert if not (loop and q == "int16x8") else lambda: loop_int16.convert(tf, conv)
     try:
         if q == "int16x8" and lowered.framing is not None and lowered.framing.lag:
-            payload, wide, drift = _int16_headroom(tf, conv, keras_model, lowered, recipe, cal)
-            return payload, {"calibration_samples": wide, "level_margin": drift}
+            payload, wide, drift = _int16_headroom(tf, conv, keras_model, lowered, recipe, cal, make)
+            return payload, {"calibration_samples": wide, "level_margin": drift, "loop_steps": loop}
+        about = {"calibration_samples": n_cal, "loop_steps": loop}
         if q != "int8" or (lowered.framing is None and recipe.float_fallback == 0):
-            return conv.convert(), {"calibration_samples": n_cal}
+            return make(), about
         calibrated = _calibrated(conv)  # once: it names the raw ops, and is what the quantizer quantizes
         raw = _raw_nodes(calibrated) if lowered.framing else []
         if recipe.float_fallback > 0:
-            return _selective(tf, conv, calibrated, cal, recipe.float_fallback, raw), {"calibration_samples": n_cal}
-        return _quantize_except(conv, calibrated, raw), {"calibration_samples": n_cal}
+            return _selective(tf, conv, calibrated, cal, recipe.float_fallback, raw), about
+        return _quantize_except(conv, calibrated, raw), about
     except GruEdgeError:
         raise
     except Exception as e:
@@ -279,8 +305,9 @@ _RAW_NAME = re.compile(rf"(^|;){names.RAW}(_\d+)?/")
 
 
 def explain_rows(tf, keras_model, lowered, recipe: Recipe, train_x, input_range) -> list[dict]:
-    """``verify --explain``: op_errors of the int8 graph, calibrated as convert calibrates it."""
-    conv, _ = _converter(tf, keras_model, lowered, recipe)
+    """``verify --explain``: op_errors of the int8 graph, calibrated as convert calibrates it; always the unrolled
+    graph, whose ops are the loop's, step by step (TensorFlow's debugger compares the main graph's ops only)."""
+    conv, _ = _converter(tf, keras_model, lowered, recipe)  # unrolled: the debugger does not look inside a WHILE
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     cal = _calibration(recipe, train_x, input_range, lag=lowered.framing.lag if lowered.framing else 0)
     conv.representative_dataset = lambda: ([cal[i: i + 1]] for i in range(len(cal)))

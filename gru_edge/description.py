@@ -51,6 +51,7 @@ class ModelDescription:
     calibration_samples: int | None = None
     calibration_source: str | None = None
     form: str | None = None  # "chain" (streaming possible) or "graph" (gru_edge.graph)
+    loop_steps: int | None = None  # steps per iteration of the WHILE loop over time; 0: unrolled (lowering.time_form)
     notes: list = field(default_factory=list)
     level_margin: float | None = None  # int16x8 on a differencing model: raw levels it reads unclipped
     model_file: str | None = None  # DERIVED: read from the file, written in the sidecar only

@@ -87,15 +87,17 @@ def rank(keras_model, recipe: Recipe, windows: np.ndarray, input_range: tuple, l
     """Rank the quantized ops of ``recipe``'s graph of ``keras_model`` (a float32 model, already loaded, so
     TensorFlow is too), calibrated as convert calibrates it from ``windows`` and the edge cases of ``input_range``
     (per feature), and debugged on the same windows. TensorFlow's native log lines are held back."""
-    from gru_edge import convert_worker, graph
+    from gru_edge import convert_worker, graph, lowering
     from gru_edge.io import native_stderr
 
     check_recipe(recipe)
     import tensorflow as tf
 
     lowered = graph.lower(keras_model)
+    unrolled = (" on the unrolled graph (the model loops over time; the debugger does not look inside a WHILE loop)"
+                if recipe.lowering == "gru-edge" and lowering.time_form(lowered, recipe) else "")
     log(f"ranking the quantized ops of recipe {recipe.name} with TensorFlow's quantization debugger "
-        f"({len(windows)} windows)")
+        f"({len(windows)} windows){unrolled}")
     started = time.perf_counter()
     try:
         with native_stderr(), warnings.catch_warnings():

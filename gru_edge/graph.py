@@ -41,6 +41,8 @@ class GraphModel:
     def time_steps(self) -> int:
         return self.input_shape[0]
 
+    steps = time_steps  # the GRUs' steps: the input's (no framing)
+
 
 
 def lower(model):
@@ -283,6 +285,14 @@ def _bidirectional(tf, layer, cells, seq, initial_state, b: int):
 
 
 _HALF = ("float16", "mixed_float16", "bfloat16", "mixed_bfloat16")
+
+
+def predict(model, x) -> np.ndarray:
+    """``model``'s outputs on ``x`` (inference), run as one traced graph: called eagerly, Keras steps a recurrent
+    layer's loop in Python (54 s for 36 windows of 5000 steps of a GRU(64), against 1 s traced)."""
+    import tensorflow as tf
+
+    return np.asarray(tf.function(lambda v: model(v, training=False))(tf.constant(np.asarray(x))))
 
 
 def float32_twin(model):

@@ -14,6 +14,10 @@ from gru_edge.io import shipped_folder
 QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8", "int16x8")
 LOWERINGS = ("gru-edge", "keras")  # gru-edge's own graph, or TensorFlow's conversion of the Keras layers
 CALIBRATED = ("int8", "int16x8")
+UNROLLS = (True, False, "auto")
+# unroll = "auto": sequences longer than this run in a WHILE loop (gru_edge.lowering.time_form). Measured on GRU(64),
+# 4 features, batch 1 (benchmarks/long.py): at 50 steps the unrolled graph is faster per step, at 200 the loop is.
+LOOP_AFTER = 100
 GPU_PRECISIONS = ("fp16", "fp32")
 GPU_FALLBACKS = ("cpu", "none")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # recipe names become file names (model.NAME.tflite)
@@ -83,7 +87,7 @@ class Recipe:
     description: str
     quantization: str
     lowering: str
-    unroll: bool
+    unroll: bool | str  # True, False (a WHILE loop over time) or "auto" (gru_edge.lowering.time_form)
     batch_size: int
     calibration_size: int
     streaming: bool
@@ -110,7 +114,7 @@ class Recipe:
 # section -> key -> (type, default); a default of ... means required.
 _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "": {"description": (str, ...)},
-    "convert": {"quantization": (str, ...), "lowering": (str, "gru-edge"), "unroll": (bool, True),
+    "convert": {"quantization": (str, ...), "lowering": (str, "gru-edge"), "unroll": (object, "auto"),
                 "batch_size": (int, 1), "calibration_size": (int, 200), "streaming": (bool, False),
                 "float_fallback": (float, 0.0)},
     "gpu": {"precision": (str, "fp16"), "fallback": (str, "cpu")},
@@ -207,9 +211,9 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
     if conv["batch_size"] < 1:
         raise RecipeError(f"{where}: batch_size must be at least 1, got {conv['batch_size']}.")
     _choice(where, "lowering", conv["lowering"], LOWERINGS)
-    if conv["lowering"] == "gru-edge" and not conv["unroll"]:
-        raise RecipeError(f"{where}: gru-edge's lowering is always unrolled; unroll = false needs "
-                          "lowering = \"keras\" (TensorFlow's WHILE loop).")
+    if conv["unroll"] not in UNROLLS or not isinstance(conv["unroll"], (bool, str)):
+        raise RecipeError(f"{where}: unroll must be true (every step in the graph), false (a WHILE loop over time) or "
+                          f"\"auto\" (a loop beyond {LOOP_AFTER} steps), got {conv['unroll']!r}.")
     if conv["streaming"] and conv["lowering"] != "gru-edge":
         raise RecipeError(f"{where}: streaming = true needs lowering = \"gru-edge\" (it adds the step signature).")
     if conv["streaming"] and conv["quantization"] == "int16x8":
@@ -228,7 +232,7 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
         g = _check_section(raw["gpu"], "gpu", where)
         gpu = GpuSettings(_choice(where, "gpu precision", g["precision"], GPU_PRECISIONS),
                           _choice(where, "gpu fallback", g["fallback"], GPU_FALLBACKS))
-        if not conv["unroll"] or conv["batch_size"] != 1:
+        if conv["unroll"] is not True or conv["batch_size"] != 1:
             raise RecipeError(f"{where}: a [gpu] recipe needs unroll = true and batch_size = 1 (GPU delegates "
                               "refuse WHILE loops and dynamic batches).")
     return Recipe(name=name, description=top["description"], quantization=conv["quantization"],

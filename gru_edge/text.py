@@ -105,6 +105,7 @@ def inspection(name: str, info, findings, description=None, runtime=None) -> str
     fmt = lambda ts: ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in ts)  # noqa: E731
     lines = [f"{name}: {kib(info.size_bytes)} (weights {kib(info.weight_bytes)}, graph "
              f"{kib(info.size_bytes - info.weight_bytes)}), min runtime {info.min_runtime_version or 'unknown'}",
+             _time_form(info, description),
              "signatures:", *(f"  {sig.key}: {fmt(sig.inputs)} -> {fmt(sig.outputs)}" for sig in info.signatures),
              f"ops ({len(info.ops)}):"]
     if description:
@@ -124,6 +125,17 @@ def inspection(name: str, info, findings, description=None, runtime=None) -> str
     if runtime is not None:
         lines.append(f"runtime {runtime}")
     return "\n".join(lines)
+
+
+def _time_form(info, description) -> str:
+    """inspect's line on how the model runs through time."""
+    steps = info.main_signature().inputs[0].shape[1] if info.signatures and info.main_signature().inputs else None
+    per = description.loop_steps if description else None
+    if info.time_form == "loop":
+        return (f"form: loop (WHILE over time{f', {per} steps per iteration' if per else ''}): the file does not "
+                "grow with the window; GPU delegates refuse WHILE")
+    return (f"form: unrolled (every one of the {steps} time steps in the graph): GPU-ready; the file grows with the "
+            "window" if steps else "form: unrolled (no WHILE)")
 
 
 def _finite(value, path: str, found: list[str]):

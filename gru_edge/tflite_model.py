@@ -87,6 +87,12 @@ class TfliteModel:
         return {k: sorted(v) for k, v in sorted(versions.items())}
 
     @property
+    def time_form(self) -> str:
+        """"loop" when time runs in a WHILE loop (the graph's size does not grow with the window), else "unrolled"
+        (every time step is in the graph)."""
+        return "loop" if any(op.name == "WHILE" for op in self.ops) else "unrolled"
+
+    @property
     def custom_ops(self) -> list[str]:
         """Ops outside the builtin set (Flex/Select TF ops and other custom ops)."""
         return sorted({op.name for op in self.ops if op.name.startswith("CUSTOM:")})
@@ -106,7 +112,7 @@ class TfliteModel:
 
     def to_dict(self) -> dict:
         return {"path": self.path, "size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes,
-                "graph_bytes": self.size_bytes - self.weight_bytes, "ops": self.op_counts,
+                "graph_bytes": self.size_bytes - self.weight_bytes, "time_form": self.time_form, "ops": self.op_counts,
                 "op_versions": self.op_versions, "custom_ops": self.custom_ops,
                 "signatures": [s.to_dict() for s in self.signatures],
                 "min_runtime_version": self.min_runtime_version, "dynamic_tensors": self.dynamic_tensors,

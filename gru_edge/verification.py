@@ -185,7 +185,7 @@ def verify(model, tflite_path: Path, bundle_dir: Path | None = None, recipe_name
                                vocabulary=graph.vocabulary(keras_model))
         log(f"comparing {tflite_path.name} ({runtime}{', GPU' if accelerator == 'gpu' else ''}) with {name} on "
             f"{len(smp.inputs)} samples ({smp.source})")
-        expected_arr = np.asarray(reference(smp.inputs, training=False), np.float32).reshape(len(smp.inputs), -1)
+        expected_arr = graph.predict(reference, smp.inputs).astype(np.float32).reshape(len(smp.inputs), -1)
         gpu_settings = sidecar.gpu if sidecar else None
         precision = (gpu_settings or {}).get("precision", "fp16")
         flat = smp.inputs.reshape(len(smp.inputs), input_shape[0], -1)  # [N, T, F]; [N, T, 1] for token ids

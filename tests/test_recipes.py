@@ -60,12 +60,13 @@ def test_own_recipe_file(tmp_path):
      "unknown quantization 'int4'. Supported: float32, float16, dynamic-int8, int8, int16x8"),
     (GOOD.replace("[convert]", "[convert]\nsparsity = 0.5"),
      r"unknown key 'sparsity' in \[convert\]. Allowed: quantization, lowering, unroll, batch_size"),
-    (GOOD.replace("[convert]", "[convert]\nunroll = false"), "gru-edge's lowering is always unrolled"),
+    (GOOD.replace("[convert]", '[convert]\nunroll = "sometimes"'),
+     r"unroll must be true \(every step in the graph\), false \(a WHILE loop over time\) or \"auto\" .*got 'sometimes'"),
     (GOOD.replace("[convert]", '[convert]\nlowering = "magic"'), "unknown lowering 'magic'. Supported: gru-edge, keras"),
     (GOOD + "colour = 'red'\n", r"unknown key 'colour' in \[verify\]"),
     ("flavour = 1\n" + GOOD, r"unknown key 'flavour'. Allowed: description, \[convert\], \[gpu\], \[verify\]"),
     (GOOD.replace("atol = 1e-3", 'atol = "small"'), "'atol' must be float, got str 'small'"),
-    (GOOD.replace("[convert]", "[convert]\nunroll = 1"), "'unroll' must be bool, got int 1"),
+    (GOOD.replace("[convert]", "[convert]\nunroll = 1"), r"unroll must be true .* got 1\."),
     (GOOD.replace("min_psnr_db = 40\n", ""), r"missing required key 'min_psnr_db' in \[verify\]"),
     (GOOD.replace('[convert]\nquantization = "float16"\n', ""), r"missing section \[convert\]"),
     (GOOD + '[gpu]\nprecision = "fp8"\n', "unknown gpu precision 'fp8'. Supported: fp16, fp32"),
@@ -84,7 +85,17 @@ def test_missing_recipe_file():
         recipes.load("nowhere/x.toml")
 
 
-def test_gpu_recipe_must_be_unrolled_batch_one(tmp_path):
-    text = GOOD.replace("[convert]", "[convert]\nbatch_size = 4") + '[gpu]\nprecision = "fp32"\n'
+@pytest.mark.parametrize("convert", ["batch_size = 4\nunroll = true", 'unroll = "auto"', "unroll = false"])
+def test_gpu_recipe_must_be_unrolled_batch_one(tmp_path, convert):
+    """GPU delegates refuse WHILE: a [gpu] recipe says unroll = true, whatever the window (no "auto")."""
+    text = GOOD.replace("[convert]", f"[convert]\n{convert}") + '[gpu]\nprecision = "fp32"\n'
     with pytest.raises(RecipeError, match=r"a \[gpu\] recipe needs unroll = true and batch_size = 1"):
         recipes.load(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("false", False), ('"auto"', "auto"), (None, "auto")])
+def test_unroll_is_true_false_or_auto(tmp_path, value, expected):
+    text = GOOD if value is None else GOOD.replace("[convert]", f"[convert]\nunroll = {value}")
+    r = recipes.load(_write(tmp_path, text))
+    assert r.unroll == expected and type(r.unroll) is type(expected)
+    assert recipes.Recipe.from_dict(r.to_dict()) == r
