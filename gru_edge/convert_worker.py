@@ -30,9 +30,10 @@ def _emit(**event) -> None:
 def _converter(tf, keras_model, lowered, recipe: Recipe, loop: int = 0):
     """Return a TFLiteConverter for the recipe's graph (gru-edge's lowering, or Keras' own WHILE loop) and gru-edge's
     functions by signature key (none for Keras'). ``loop``: steps per iteration of gru-edge's loop over time
-    (lowering.time_form), 0: unrolled; Keras' layers loop wherever gru-edge's would."""
+    (lowering.time_form), 0: unrolled. Keras' layers unroll unless the recipe says unroll = false ("auto" is about
+    gru-edge's lowering)."""
     b = recipe.batch_size
-    unroll = recipe.unroll if recipe.unroll != "auto" else lowered.steps <= LOOP_AFTER
+    unroll = recipe.unroll is not False
     if recipe.lowering == "keras" and isinstance(lowered, graph.GraphModel):
         import keras
 
@@ -91,7 +92,7 @@ def notes_for(lowered, recipe: Recipe) -> list[str]:
         why = lowering.why_unrolled(lowered)
         notes.append(f"no streaming 'step' signature: {why}, so the state after each step is not the model's state")
     if recipe.lowering == "gru-edge" and lowered.steps > LOOP_AFTER and not lowering.time_form(lowered, recipe):
-        why = lowering.why_unrolled(lowered) or "the recipe says unroll = true"
+        why = lowering.why_unrolled(lowered, recipe) or "the recipe says unroll = true"
         notes.append(f"unrolled although the window has {lowered.steps} steps ({why}): the file and the conversion "
                      "time grow with the window")
     return notes

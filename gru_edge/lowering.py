@@ -292,28 +292,31 @@ def run_gru(tf, cell: Cell, x, h0=None, timed: bool = True) -> tuple[list, objec
 PER_ITERATION = 4
 
 
-def why_unrolled(lowered) -> str | None:
-    """Why this model cannot run in a WHILE loop over time (None: it can)."""
+def why_unrolled(lowered, recipe=None) -> str | None:
+    """Why this model (with this recipe) cannot run in a WHILE loop over time (None: it can)."""
     if lowered.form != "chain":
         return "the model is a graph, not a chain of GRU layers"
     if any(g.go_backwards for g in lowered.grus):
         return "a GRU runs backwards"
+    if recipe is not None and recipe.float_fallback:
+        return "float_fallback ranks ops with TensorFlow's quantization debugger, which does not look inside a loop"
     return None
 
 
 def time_form(lowered, recipe) -> int:
     """Steps per iteration of the WHILE loop over time that ``recipe`` gives this model (0: every step in the
     graph). unroll = "auto" loops beyond recipes.LOOP_AFTER steps where the model can; unroll = false on a model
-    that cannot is a ModelError."""
+    that cannot is a ModelError. Fewer than two iterations' steps are always unrolled (run_loop does the same)."""
     from gru_edge.recipes import LOOP_AFTER
 
-    why = why_unrolled(lowered)
+    why = why_unrolled(lowered, recipe)
     if recipe.unroll is False and why:
         raise ModelError(f"Recipe '{recipe.name}' asks for a loop over time (unroll = false), but {why}; use "
                          "unroll = \"auto\" or true.")
-    if recipe.unroll is True or why or (recipe.unroll == "auto" and lowered.steps <= LOOP_AFTER):
+    if (recipe.unroll is True or why or lowered.steps < 2 * PER_ITERATION
+            or (recipe.unroll == "auto" and lowered.steps <= LOOP_AFTER)):
         return 0
-    return min(PER_ITERATION, lowered.steps)
+    return PER_ITERATION
 
 
 def run_loop(tf, cells: list, x, per_iteration: int):

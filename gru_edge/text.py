@@ -129,13 +129,12 @@ def inspection(name: str, info, findings, description=None, runtime=None) -> str
 
 def _time_form(info, description) -> str:
     """inspect's line on how the model runs through time."""
-    steps = info.main_signature().inputs[0].shape[1] if info.signatures and info.main_signature().inputs else None
     per = description.loop_steps if description else None
     if info.time_form == "loop":
         return (f"form: loop (WHILE over time{f', {per} steps per iteration' if per else ''}): the file does not "
                 "grow with the window; GPU delegates refuse WHILE")
-    return (f"form: unrolled (every one of the {steps} time steps in the graph): GPU-ready; the file grows with the "
-            "window" if steps else "form: unrolled (no WHILE)")
+    return ("form: unrolled (every time step in the graph, no WHILE: what GPU delegates need): the file grows with "
+            "the window")
 
 
 def _finite(value, path: str, found: list[str]):

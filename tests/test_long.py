@@ -83,6 +83,14 @@ def test_auto_loops_beyond_the_threshold_only_where_the_model_can():
         assert why in convert_worker.notes_for(model, _recipe("auto"))[0]
     assert convert_worker.notes_for(chain, _recipe("auto")) == []
     assert "the recipe says unroll = true" in convert_worker.notes_for(chain, _recipe(True))[0]
+    # float_fallback ranks ops with TensorFlow's debugger, which cannot see inside a loop: such a recipe unrolls
+    fallback = _recipe("auto", "int8", float_fallback=0.25)
+    assert lowering.time_form(chain, fallback) == 0 and "float_fallback" in convert_worker.notes_for(chain, fallback)[0]
+    with pytest.raises(ModelError, match="unroll = false.*float_fallback"):
+        lowering.time_form(chain, _recipe(False, "int8", float_fallback=0.25))
+    # fewer than two iterations' steps: nothing to loop over, whatever the recipe says (run_loop unrolls them too)
+    tiny = _lowered(2 * lowering.PER_ITERATION - 1, [keras.layers.GRU(4), keras.layers.Dense(1)])
+    assert lowering.time_form(tiny, _recipe(False)) == 0
 
 
 def test_shipped_cpu_recipes_switch_by_themselves():
@@ -130,6 +138,9 @@ def test_every_cpu_recipe_converts_a_long_window_to_a_loop_and_passes(long_run, 
         assert made.size_bytes <= 1.10 * made.weight_bytes + 32 * 1024, made.recipe
         found = api.inspect(made.path)
         assert found.description.loop_steps == lowering.PER_ITERATION
+        if made.recipe in ("int8", "int16x8"):  # the cell inside the loop is quantized, not left in float
+            cell = {op.output_types for op in info.ops if op.subgraph > 0 and op.name in ("FULLY_CONNECTED", "TANH")}
+            assert cell == {(made.recipe.removesuffix("x8"),)}, (made.recipe, cell)
         checked = api.verify(run / "model.keras", made.path, bundle=tmp_path / made.recipe)
         assert checked.report.passed, (made.recipe, checked.report.failures)
         again = api.check_bundle(tmp_path / made.recipe)
@@ -150,5 +161,5 @@ def test_inspect_says_which_form(long_run, r1_converted):
     assert any("WHILE" in str(f) for f in gpu.check(shown.model))  # GPU delegates refuse it: said, not hidden
     flat = api.inspect(unrolled)
     assert flat.model.time_form == "unrolled" and flat.description.loop_steps == 0
-    assert "form: unrolled (every one of the " in text.inspection(
+    assert "form: unrolled (every time step in the graph" in text.inspection(
         unrolled.name, flat.model, list(flat.gpu_findings), flat.description)

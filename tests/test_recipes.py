@@ -93,6 +93,11 @@ def test_gpu_recipe_must_be_unrolled_batch_one(tmp_path, convert):
         recipes.load(_write(tmp_path, text))
 
 
+def test_a_gpu_recipe_without_unroll_stays_unrolled(tmp_path):
+    """Recipes written before unroll = "auto" existed said nothing for a [gpu] recipe: it still parses, unrolled."""
+    assert recipes.load(_write(tmp_path, GOOD + '[gpu]\nprecision = "fp32"\n')).unroll is True
+
+
 @pytest.mark.parametrize("value, expected", [("true", True), ("false", False), ('"auto"', "auto"), (None, "auto")])
 def test_unroll_is_true_false_or_auto(tmp_path, value, expected):
     text = GOOD if value is None else GOOD.replace("[convert]", f"[convert]\nunroll = {value}")
