@@ -323,7 +323,7 @@ def run_loop(tf, cells: list, x, per_iteration: int):
     """Run a chain of forward GRU layers over ``x`` [B, T, F] in a WHILE loop, ``per_iteration`` steps of every layer
     per iteration (the first T % per_iteration steps before the loop): each weight is stored once, and the graph's
     size does not depend on T. Returns the last layer's last state [B, 1, U]."""
-    b, t_total, _ = (int(d) for d in x.shape)
+    b, t_total, f = (int(d) for d in x.shape)
     k = min(per_iteration, t_total)
     head = t_total % k
 
@@ -354,7 +354,7 @@ def run_loop(tf, cells: list, x, per_iteration: int):
 
     def body(i, xs, *states):
         with tf.name_scope(names.scope(cells[0].spec.name, "steps")):
-            xb = tf.bitcast(tf.slice(xs, tf.stack([0, i * k, 0]), [b, k, int(x.shape[-1])]), tf.float32)
+            xb = tf.bitcast(tf.slice(xs, tf.stack([0, i * k, 0]), [b, k, f]), tf.float32)
         return (i + 1, xs, *block(xb, list(states), timed=False))
 
     return tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), bits, *states))[-1]

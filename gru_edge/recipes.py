@@ -228,7 +228,7 @@ def parse(raw: dict, name: str, source: str = "<memory>") -> Recipe:
     if conv["calibration_size"] < 1:
         raise RecipeError(f"{where}: calibration_size must be at least 1, got {conv['calibration_size']}.")
     tolerances = Tolerances.checked(ver, f"{where} [verify]")
-    if "gpu" in raw and "unroll" not in _section(raw, "convert", where):
+    if "gpu" in raw and "unroll" not in raw["convert"]:
         conv["unroll"] = True  # a GPU recipe never loops (recipes written before "auto" said nothing)
     gpu = None
     if "gpu" in raw:
